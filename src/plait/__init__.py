@@ -1,0 +1,41 @@
+"""plait: run many tasks at once with the right concurrency model.
+
+    results = plait.map(fn, items)                 # picks a backend, keeps input order
+    for r in plait.imap(fn, endless(), backend="process"): ...
+    async for r in plait.amap(fetch, urls): ...
+"""
+
+from ._api import amap as amap
+from ._api import imap as imap
+from ._api import map as map
+from ._exceptions import BackendUnavailable as BackendUnavailable
+from ._exceptions import PlaitError as PlaitError
+from ._exceptions import SerializationError as SerializationError
+from ._exceptions import TaskTimeout as TaskTimeout
+from ._exceptions import WorkerCrashed as WorkerCrashed
+from ._executor import Pool as Pool
+from ._outcome import Outcome as Outcome
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "Outcome",
+    "PlaitError",
+    "Pool",
+    "SerializationError",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "amap",
+    "imap",
+    "map",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("plait."):
+        try:
+            _obj.__module__ = "plait"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

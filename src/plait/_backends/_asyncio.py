@@ -1,0 +1,48 @@
+"""Asyncio backend: coroutine calls awaited on the scheduler's event loop.
+
+Concurrency is the number of scheduler workers (each a coroutine), so no task per item is made.
+A plain function is called directly on the loop; if it returns an awaitable, that is awaited.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._base import ChunkResult
+
+
+async def run_async_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
+    values: list[Any] = []
+    errors: dict[int, BaseException] | None = None
+    start = time.perf_counter()
+    for item in items:
+        try:
+            value = fn(item)
+            if inspect.isawaitable(value):
+                value = await value
+            values.append(value)
+        except Exception as exc:
+            if errors is None:
+                errors = {}
+            errors[len(values)] = exc
+            values.append(None)
+    return ChunkResult(values, errors, time.perf_counter() - start)
+
+
+class AsyncioBackend:
+    name = "asyncio"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def prepare(self, fn: Callable[..., Any]) -> Any:
+        return fn
+
+    async def run(self, handle: Any, items: Sequence[Any]) -> ChunkResult:
+        return await run_async_chunk(handle, items)
+
+    def close(self, *, cancel: bool = False, wait: bool = True) -> None:
+        pass

@@ -1,0 +1,105 @@
+"""What every backend shares: the chunk result, the loop that runs a chunk, the protocol.
+
+A backend only knows how to run a chunk of calls somewhere and hand back a ``ChunkResult``;
+ordering, windows, chunk sizes and error policies live in the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    """Outcomes of one chunk: ``values[i]`` or ``errors[i]`` for the i-th item."""
+
+    values: list[Any]
+    errors: dict[int, BaseException] | None
+    elapsed_s: float
+
+
+class Backend(Protocol):
+    """Runs chunks of calls. ``prepare`` once per function, then ``run`` per chunk."""
+
+    name: str
+    workers: int
+
+    def prepare(self, fn: Callable[..., Any]) -> Any:
+        """Turn ``fn`` into the handle that ``run`` takes (checks it can be sent)."""
+        ...
+
+    async def run(self, handle: Any, items: Sequence[Any]) -> ChunkResult:
+        """Run ``handle(item)`` for each item; never raises for a task's own error."""
+        ...
+
+    def close(self, *, cancel: bool = False, wait: bool = True) -> None:
+        """Release the workers; ``cancel`` drops queued work and stops running work."""
+        ...
+
+
+def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
+    """Call ``fn`` on each item, catching each task's error on its own."""
+    values: list[Any] = []
+    errors: dict[int, BaseException] | None = None
+    append = values.append
+    start = time.perf_counter()
+    for item in items:
+        try:
+            append(fn(item))
+        except Exception as exc:  # a task's own error is data, not a crash
+            if errors is None:
+                errors = {}
+            errors[len(values)] = exc
+            append(None)
+    return ChunkResult(values, errors, time.perf_counter() - start)
+
+
+class RunCoroutine:
+    """Makes a coroutine function callable from a thread or process: one loop per thread."""
+
+    _local = threading.local()
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, item: Any) -> Any:
+        runner: asyncio.Runner | None = getattr(self._local, "runner", None)
+        if runner is None:
+            runner = self._local.runner = asyncio.Runner()
+        return runner.run(self.fn(item))
+
+
+class StarCall:
+    """Adapts ``fn(*args, **kwargs)`` to the one-item calling convention: item=(args, kwargs)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, item: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+        args, kwargs = item
+        return self.fn(*args, **kwargs)
+
+
+def is_async_callable(fn: Any) -> bool:
+    """True for coroutine functions, also behind functools.partial or a StarCall."""
+    while True:
+        if isinstance(fn, StarCall):
+            fn = fn.fn
+        elif hasattr(fn, "func") and not inspect.isfunction(fn):
+            fn = fn.func
+        else:
+            break
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - objects with an async __call__
+    )
+
+
+def blocking_callable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What a thread or process worker calls: coroutine functions run to completion."""
+    return RunCoroutine(fn) if is_async_callable(fn) else fn

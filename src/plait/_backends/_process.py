@@ -1,0 +1,225 @@
+"""Process backend: each pool thread owns one worker process and proxies chunks to it.
+
+Functions travel with cloudpickle (lambdas and closures work), arguments and results with
+pickle. A worker that dies fails only the task it ran (``WorkerCrashed``) and is replaced; a
+chunk that was running is re-run item by item so that only the item that kills its worker
+fails. Workers are plain ``python -c`` children, see ``_process_worker``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .._exceptions import SerializationError, WorkerCrashed, describe_exit
+from ._base import ChunkResult, blocking_callable
+from ._pool import QueuePool
+
+_fn_ids = itertools.count(1)
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BOOT = (
+    "import sys; sys.path.insert(0, {root!r}); "
+    "from plait._backends._process_worker import main; main()"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionHandle:
+    fn_id: int
+    blob: bytes
+
+
+class _Died(Exception):
+    pass
+
+
+class WorkerProcess:
+    """One child process, its socket and its lifeline."""
+
+    def __init__(self, initializer: bytes | None) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        lifeline_r, self._lifeline_w = os.pipe()
+        child_fd = child_sock.fileno()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", _BOOT.format(root=_PACKAGE_ROOT), str(child_fd), str(lifeline_r)],
+            pass_fds=(child_fd, lifeline_r),
+            start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers
+        )
+        child_sock.close()
+        os.close(lifeline_r)
+        self.conn = Connection(parent_sock.detach())
+        self.known: set[int] = set()
+        self.conn.send_bytes(pickle.dumps({"sys_path": sys.path, "initializer": initializer}))
+
+    def call(self, handle: FunctionHandle, payload: bytes, count: int) -> ChunkResult:
+        blob = None if handle.fn_id in self.known else handle.blob
+        message = pickle.dumps((handle.fn_id, blob, payload, count), protocol=5)
+        try:
+            self.conn.send_bytes(message)
+            self.known.add(handle.fn_id)
+            values, errors, elapsed = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            raise _Died from exc
+        return ChunkResult(values, errors or None, elapsed)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def exitcode(self) -> int | None:
+        try:
+            return self.popen.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+
+    def stop(self) -> None:
+        """Ask the worker to leave (socket closed), then make sure it has."""
+        self.conn.close()
+        os.close(self._lifeline_w)
+        try:
+            self.popen.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class _Slot:
+    """The worker a pool thread owns; replaced when it dies."""
+
+    def __init__(self, initializer: bytes | None) -> None:
+        self.initializer = initializer
+        self.process = WorkerProcess(initializer)
+        self.busy = False
+
+    def replace(self) -> None:
+        self.process.stop()
+        self.process = WorkerProcess(self.initializer)
+
+
+class ProcessBackend(QueuePool[_Slot]):
+    name = "process"
+
+    def __init__(self, workers: int, *, initializer: Callable[[], Any] | None = None) -> None:
+        super().__init__(workers)
+        self._initializer = None if initializer is None else _dumps_function(initializer, "initializer")
+        self._slots: list[_Slot] = []
+
+    def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
+        return FunctionHandle(next(_fn_ids), _dumps_function(blocking_callable(fn), "function"))
+
+    def _open_worker(self) -> _Slot:
+        slot = _Slot(self._initializer)
+        with self._lock:
+            self._slots.append(slot)
+        return slot
+
+    def _close_worker(self, worker: _Slot) -> None:
+        worker.process.stop()
+
+    def _stop_running(self) -> None:
+        with self._lock:
+            busy = [slot.process for slot in self._slots if slot.busy]
+        for process in busy:
+            process.kill()
+
+    def _execute(self, worker: _Slot, handle: Any, items: Sequence[Any]) -> tuple[_Slot, ChunkResult]:
+        worker.busy = True
+        try:
+            return worker, self._run_isolated(worker, handle, items)
+        finally:
+            worker.busy = False
+
+    def _run_isolated(self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any]) -> ChunkResult:
+        payload, bad = _dumps_items(items)
+        if bad:
+            return _merge_bad(self, slot, handle, items, bad)
+        try:
+            return self._call(slot, handle, payload, len(items))
+        except WorkerCrashed as crash:
+            if len(items) == 1 or self._cancelled:
+                return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), crash), 0.0)
+            # Re-run one by one, so only the item that kills its worker fails.
+            parts = [self._run_isolated(slot, handle, [item]) for item in items]
+            return _concat(parts)
+
+    def _call(self, slot: _Slot, handle: FunctionHandle, payload: bytes, count: int) -> ChunkResult:
+        if not slot.process.alive():  # died while idle (killed from outside): not this task
+            slot.replace()
+        try:
+            return slot.process.call(handle, payload, count)
+        except _Died:
+            code = slot.process.exitcode()
+            if not self._cancelled:
+                slot.replace()
+            message = f"the worker process running this task died ({describe_exit(code)})"
+            raise WorkerCrashed(message + "; it was replaced", code) from None
+
+
+def _dumps_function(fn: Callable[..., Any], what: str) -> bytes:
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(fn, protocol=5))
+    except Exception as exc:
+        raise SerializationError(
+            f"the {what} cannot be pickled for the process backend ({type(exc).__name__}: {exc}); "
+            "define it at module level without unpicklable state, or use backend='thread'"
+        ) from exc
+
+
+def _dumps_items(items: Sequence[Any]) -> tuple[bytes, dict[int, BaseException]]:
+    """Pickle a chunk; on failure find which items cannot be pickled."""
+    try:
+        return pickle.dumps(list(items), protocol=5), {}
+    except Exception:
+        pass
+    bad: dict[int, BaseException] = {}
+    for i, item in enumerate(items):
+        try:
+            pickle.dumps(item, protocol=5)
+        except Exception as exc:
+            bad[i] = SerializationError(
+                f"argument {type(item).__name__} cannot be pickled for the process backend "
+                f"({type(exc).__name__}: {exc}); pass plain data or use backend='thread'"
+            )
+    return b"", bad
+
+
+def _merge_bad(
+    backend: ProcessBackend, slot: _Slot, handle: FunctionHandle, items: Sequence[Any],
+    bad: dict[int, BaseException],
+) -> ChunkResult:
+    """Run the picklable items of a chunk; the others fail with their SerializationError."""
+    good = [i for i in range(len(items)) if i not in bad]
+    sub = backend._run_isolated(slot, handle, [items[i] for i in good]) if good else None
+    values: list[Any] = [None] * len(items)
+    errors: dict[int, BaseException] = dict(bad)
+    for position, i in enumerate(good):
+        assert sub is not None
+        values[i] = sub.values[position]
+        if sub.errors and position in sub.errors:
+            errors[i] = sub.errors[position]
+    return ChunkResult(values, errors, sub.elapsed_s if sub else 0.0)
+
+
+def _concat(parts: list[ChunkResult]) -> ChunkResult:
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    for part in parts:
+        for i, error in (part.errors or {}).items():
+            errors[len(values) + i] = error
+        values.extend(part.values)
+    return ChunkResult(values, errors or None, sum(p.elapsed_s for p in parts))
+
+

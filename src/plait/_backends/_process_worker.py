@@ -1,0 +1,138 @@
+"""The child side of the process backend: a loop that runs chunks sent over a socket.
+
+Started as ``python -c`` (not multiprocessing), so a user's ``__main__`` is never re-imported
+and no fork happens in a threaded parent. It exits when its socket closes, and at once when the
+lifeline pipe from its parent closes (the parent died), even in the middle of a task.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import traceback
+from collections import OrderedDict
+from typing import Any
+
+from .._exceptions import SerializationError
+from ._base import ChunkResult, blocking_callable, run_chunk
+
+_MAX_CACHED_FUNCTIONS = 64
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker's formatted traceback; attached as ``__cause__`` of the task error."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _rebuild(exc: BaseException, tb: str) -> BaseException:
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+class _WithTraceback:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.tb = '\n"""\n' + "".join(traceback.format_exception(exc)) + '"""'
+
+    def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
+        return _rebuild, (self.exc, self.tb)
+
+
+def encode_result(result: ChunkResult) -> bytes:
+    errors = {i: _WithTraceback(e) for i, e in (result.errors or {}).items()}
+    try:
+        return pickle.dumps((result.values, errors, result.elapsed_s), protocol=5)
+    except Exception:
+        return pickle.dumps(_sanitize(result, errors), protocol=5)
+
+
+def _sanitize(result: ChunkResult, errors: dict[int, _WithTraceback]) -> tuple[Any, ...]:
+    """Replace each value or error that cannot be pickled by a SerializationError."""
+    values = list(result.values)
+    for i, value in enumerate(values):
+        if i not in errors and not _picklable(value):
+            values[i] = None
+            message = f"the task's result ({type(value).__name__}) cannot be pickled back to "
+            errors[i] = _WithTraceback(SerializationError(message + "the parent; return plain data"))
+    for i, wrapped in errors.items():
+        if not _picklable(wrapped):
+            exc = wrapped.exc
+            message = f"the task raised {type(exc).__qualname__}: {exc} (it cannot be pickled)"
+            replacement = _WithTraceback(SerializationError(message))
+            replacement.tb = wrapped.tb
+            errors[i] = replacement
+    return values, errors, result.elapsed_s
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.dumps(obj, protocol=5)
+    except Exception:
+        return False
+    return True
+
+
+def _watch_parent(lifeline_fd: int) -> None:
+    while os.read(lifeline_fd, 1):
+        pass
+    os._exit(70)  # the parent is gone: leave at once, even mid-task
+
+
+def _failed_chunk(n: int, message: str, exc: BaseException) -> ChunkResult:
+    error = SerializationError(f"{message}: {type(exc).__name__}: {exc}")
+    return ChunkResult([None] * n, dict.fromkeys(range(n), error), 0.0)
+
+
+class _Functions:
+    def __init__(self) -> None:
+        self._cache: OrderedDict[int, Any] = OrderedDict()
+
+    def get(self, fn_id: int, blob: bytes | None) -> Any:
+        if blob is not None:
+            self._cache[fn_id] = blocking_callable(pickle.loads(blob))
+            if len(self._cache) > _MAX_CACHED_FUNCTIONS:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(fn_id)
+        return self._cache[fn_id]
+
+
+def _handle(message: bytes, functions: _Functions) -> ChunkResult:
+    fn_id, blob, payload, count = pickle.loads(message)
+    try:
+        fn = functions.get(fn_id, blob)
+    except Exception as exc:
+        hint = "the function could not be loaded in the worker process (define it in an importable module)"
+        return _failed_chunk(count, hint, exc)
+    try:
+        items = pickle.loads(payload)
+    except Exception as exc:
+        return _failed_chunk(count, "the arguments could not be unpickled in the worker", exc)
+    return run_chunk(fn, items)
+
+
+def serve(conn: Any, lifeline_fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    threading.Thread(target=_watch_parent, args=(lifeline_fd,), daemon=True).start()
+    setup = pickle.loads(conn.recv_bytes())
+    sys.path[:] = setup["sys_path"]
+    if setup["initializer"] is not None:
+        pickle.loads(setup["initializer"])()
+    functions = _Functions()
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(encode_result(_handle(message, functions)))
+
+
+def main() -> None:
+    from multiprocessing.connection import Connection
+
+    conn_fd, lifeline_fd = int(sys.argv[1]), int(sys.argv[2])
+    serve(Connection(conn_fd), lifeline_fd)

@@ -1,0 +1,100 @@
+"""plait.Pool: reusable workers across calls, and a real concurrent.futures.Executor."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from . import _backends
+from ._backends._base import Backend, StarCall
+from ._bridge import background_loop
+from ._options import check_backend, check_callable, check_iterable, check_positive, options
+from ._run import make_plan, run_async, run_sync
+
+
+class Pool(concurrent.futures.Executor):
+    """Workers kept across calls: ``with plait.Pool(backend="process", workers=4) as pool``.
+
+    ``pool.map`` / ``pool.imap`` / ``pool.amap`` take the same options as ``plait.map``
+    (except ``backend`` and ``workers``); ``pool.submit`` returns a standard future.
+    Leaving the ``with`` block normally waits for submitted work; leaving it by an exception
+    cancels what is pending and stops what runs.
+    """
+
+    def __init__(self, backend: str = "thread", workers: int | None = None) -> None:
+        name = check_backend(backend)
+        if name == "auto":
+            raise ValueError("a Pool needs a concrete backend: 'thread', 'process', 'asyncio' or 'inline'")
+        self._backend: Backend = _backends.create(name, check_positive("workers", workers))
+        self._submit_handles: dict[int, tuple[Callable[..., Any], Any]] = {}
+        self._shutdown = False
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def workers(self) -> int:
+        return self._backend.workers
+
+    def imap(self, fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterator[Any]:
+        check_callable(fn)
+        check_iterable(items)
+        return run_sync(make_plan(fn, items, options(backend=self.backend, **opts), self._live()))
+
+    def map(  # type: ignore[override]
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+        chunksize: int | None = None, **opts: Any,
+    ) -> list[Any]:
+        """Like ``plait.map``; several iterables are zipped and their items passed as arguments."""
+        if timeout is not None:
+            raise ValueError("Pool.map takes no timeout yet; use concurrent.futures.wait on submit()")
+        if len(iterables) == 1:
+            return list(self.imap(fn, iterables[0], chunksize=chunksize, **opts))
+        return list(self.imap(StarCall(fn), (((*args,), {}) for args in zip(*iterables, strict=False)), chunksize=chunksize, **opts))
+
+    def amap(self, fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:
+        check_callable(fn)
+        check_iterable(items)
+        return run_async(make_plan(fn, items, options(backend=self.backend, **opts), self._live()))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        check_callable(fn)
+        handle = self._handle_for(fn)
+        coroutine = self._run_one(handle, (args, kwargs))
+        return asyncio.run_coroutine_threadsafe(coroutine, background_loop())
+
+    async def _run_one(self, handle: Any, item: Any) -> Any:
+        result = await self._live().run(handle, [item])
+        if result.errors:
+            raise result.errors[0]
+        return result.values[0]
+
+    def _handle_for(self, fn: Callable[..., Any]) -> Any:
+        cached = self._submit_handles.get(id(fn))
+        if cached is None or cached[0] is not fn:
+            if len(self._submit_handles) > 256:
+                self._submit_handles.clear()
+            cached = (fn, self._live().prepare(StarCall(fn)))
+            self._submit_handles[id(fn)] = cached
+        return cached[1]
+
+    def _live(self) -> Backend:
+        if self._shutdown:
+            raise RuntimeError("this plait.Pool is shut down; create a new one")
+        return self._backend
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        self._backend.close(cancel=cancel_futures, wait=wait)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
+        failed = exc_type is not None
+        self.shutdown(wait=not issubclass(exc_type, KeyboardInterrupt) if exc_type else True, cancel_futures=failed)
+
+

@@ -1,0 +1,164 @@
+"""Running a plan: the sync driver (private loop thread) and the async driver (caller's loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import operator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import _backends
+from ._backends._base import Backend, is_async_callable
+from ._bridge import LoopSink, ThreadSink, background_loop, on_background_loop
+from ._chunks import Chunker, Source
+from ._options import Options
+from ._progress import progress
+from ._results import expand
+from ._scheduler import Scheduler, Sink, Window
+
+_CANCEL_WAIT_S = 2.0
+
+
+@dataclass(slots=True)
+class Plan:
+    fn: Callable[..., Any]
+    items: Any
+    length: int
+    options: Options
+    backend: Backend
+    owned: bool
+    handle: Any
+
+
+def choose_backend(fn: Callable[..., Any], requested: str) -> str:
+    """Placeholder for the measured chooser: coroutine functions get asyncio, others threads."""
+    if requested != "auto":
+        return requested
+    return "asyncio" if is_async_callable(fn) else "thread"
+
+
+def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backend | None) -> Plan:
+    length = operator.length_hint(items, 0) if not hasattr(items, "__aiter__") else 0
+    if pool is not None:
+        backend, owned = pool, False
+    else:
+        backend, owned = _backends.create(choose_backend(fn, options.backend), options.workers), True
+    try:
+        handle = backend.prepare(fn)
+    except BaseException:
+        if owned:
+            backend.close()
+        raise
+    return Plan(fn, items, length, options, backend, owned, handle)
+
+
+def _scheduler(plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.AbstractEventLoop) -> Scheduler:
+    opts = plan.options
+    window = Window(max(2, 2 * plan.backend.workers), loop)
+    chunker = Chunker(plan.backend.name, plan.backend.workers, opts.chunksize, plan.length)
+    return Scheduler(
+        plan.backend, plan.handle, Source(plan.items, chunker), sink_for(window), window,
+        ordered=opts.ordered, stop_on_error=opts.errors == "raise",
+    )
+
+
+def run_sync(plan: Plan) -> Iterator[Any]:
+    if plan.backend.name == "inline" and not is_async_callable(plan.fn) and not hasattr(plan.items, "__aiter__"):
+        return _run_inline(plan)
+    if on_background_loop():
+        raise RuntimeError("plait's sync API was called from a coroutine it runs; use plait.amap there")
+    return _run_on_loop(plan)
+
+
+def _run_on_loop(plan: Plan) -> Iterator[Any]:
+    loop = background_loop()
+    sinks: list[ThreadSink] = []
+
+    def sink_for(window: Window) -> ThreadSink:
+        sinks.append(ThreadSink(loop, window))
+        return sinks[0]
+
+    scheduler = _scheduler(plan, sink_for, loop)
+    future = asyncio.run_coroutine_threadsafe(scheduler.run(), loop)
+    bar = progress(plan.options.progress, plan.length, "plait")
+    interrupted: BaseException | None = None
+    try:
+        for start, result in sinks[0]:
+            bar.update(len(result.values))
+            values, error = expand(start, result, plan.options.errors)
+            yield from values
+            if error is not None:
+                raise error
+    except BaseException as exc:
+        interrupted = exc
+        raise
+    finally:
+        bar.close()
+        _finish(plan, future, interrupted)
+
+
+def _finish(plan: Plan, future: concurrent.futures.Future[None], interrupted: BaseException | None) -> None:
+    """Stop the scheduler if it still runs, then release the workers."""
+    if not future.done():
+        future.cancel()
+        try:
+            future.result(timeout=_CANCEL_WAIT_S)
+        except BaseException:
+            pass
+    if plan.owned:
+        kill = interrupted is not None
+        plan.backend.close(cancel=kill, wait=not isinstance(interrupted, KeyboardInterrupt | SystemExit))
+
+
+def _run_inline(plan: Plan) -> Iterator[Any]:
+    """The inline backend in the caller's thread, with no scheduler in between."""
+    fn, errors = plan.fn, plan.options.errors
+    bar = progress(plan.options.progress, plan.length, "plait")
+    try:
+        if errors == "raise" and not plan.options.progress:
+            for item in plan.items:
+                yield fn(item)
+            return
+        from ._backends._base import run_chunk
+
+        for index, item in enumerate(plan.items):
+            bar.update(1)
+            values, error = expand(index, run_chunk(fn, [item]), errors)
+            yield from values
+            if error is not None:
+                raise error
+    finally:
+        bar.close()
+
+
+async def run_async(plan: Plan) -> AsyncIterator[Any]:
+    loop = asyncio.get_running_loop()
+    sinks: list[LoopSink] = []
+
+    def sink_for(window: Window) -> LoopSink:
+        sinks.append(LoopSink(window))
+        return sinks[0]
+
+    task = loop.create_task(_scheduler(plan, sink_for, loop).run())
+    bar = progress(plan.options.progress, plan.length, "plait")
+    interrupted: BaseException | None = None
+    try:
+        async for start, result in sinks[0]:
+            bar.update(len(result.values))
+            values, error = expand(start, result, plan.options.errors)
+            for value in values:
+                yield value
+            if error is not None:
+                raise error
+    except BaseException as exc:
+        interrupted = exc
+        raise
+    finally:
+        bar.close()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if plan.owned:
+            plan.backend.close(cancel=interrupted is not None, wait=not isinstance(interrupted, asyncio.CancelledError))

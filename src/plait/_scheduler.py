@@ -1,0 +1,131 @@
+"""The one engine: worker coroutines pull chunks lazily through a bounded window, run them on a
+backend, and deliver them (in input order or as completed) to a sink.
+
+Memory stays bounded: a chunk holds a window slot from the moment it is pulled from the input
+until the consumer has taken its results, so at most ``window`` chunks are ever read ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Protocol
+
+from ._backends._base import Backend, ChunkResult
+from ._chunks import Source
+
+Entry = tuple[int, ChunkResult]  # (index of the chunk's first item, its results)
+
+
+class Sink(Protocol):
+    def put(self, entry: Entry) -> None: ...
+    def close(self, error: BaseException | None) -> None: ...
+
+
+class Window:
+    """Counts free slots; acquired on the loop, released from any thread."""
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._free = size
+        self._loop = loop
+        self._loop_thread: int | None = None  # known at the first acquire, which runs there
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def acquire(self) -> None:
+        self._loop_thread = threading.get_ident()
+        while True:
+            with self._lock:
+                if self._free > 0:
+                    self._free -= 1
+                    return
+                if self._waiter is None:
+                    self._waiter = self._loop.create_future()
+                waiter = self._waiter
+            await waiter
+
+    def release(self, n: int = 1) -> None:
+        with self._lock:
+            self._free += n
+            waiter, self._waiter = self._waiter, None
+        if waiter is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            _wake(waiter)
+        else:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Scheduler:
+    def __init__(
+        self, backend: Backend, handle: Any, source: Source, sink: Sink, window: Window, *,
+        ordered: bool, stop_on_error: bool,
+    ) -> None:
+        self._backend = backend
+        self._handle = handle
+        self._source = source
+        self._sink = sink
+        self._window = window
+        self._ordered = ordered
+        self._stop_on_error = stop_on_error
+        self._stopping = False
+        self._held: dict[int, Entry] = {}
+        self._next_start = 0
+        self._take_lock = asyncio.Lock() if source.is_async else None
+        self._input_error: BaseException | None = None
+
+    async def run(self) -> None:
+        error: BaseException | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._backend.workers):
+                    group.create_task(self._work())
+            error = self._input_error
+        except BaseExceptionGroup as failure:
+            error = failure.exceptions[0]
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._sink.close(error)
+
+    async def _work(self) -> None:
+        while not self._stopping:
+            await self._window.acquire()
+            chunk = await self._take()
+            if chunk is None:
+                self._window.release()
+                return
+            start, items = chunk
+            result = await self._backend.run(self._handle, items)
+            self._source.chunker.learn(len(items), result.elapsed_s)
+            if result.errors and self._stop_on_error:
+                self._stopping = True
+            self._deliver((start, result))
+
+    async def _take(self) -> tuple[int, list[Any]] | None:
+        if self._stopping:
+            return None
+        try:
+            if self._take_lock is None:
+                return await self._source.take()
+            async with self._take_lock:  # one puller at a time: async iterables may await
+                return await self._source.take()
+        except Exception as exc:  # the input itself failed: finish what runs, then report it
+            self._input_error = exc
+            self._stopping = True
+            return None
+
+    def _deliver(self, entry: Entry) -> None:
+        if not self._ordered:
+            self._sink.put(entry)
+            return
+        self._held[entry[0]] = entry
+        while (ready := self._held.pop(self._next_start, None)) is not None:
+            self._next_start += len(ready[1].values)
+            self._sink.put(ready)
