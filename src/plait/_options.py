@@ -20,6 +20,11 @@ class Options:
     chunksize: int | None = None
     errors: str = "raise"
     progress: bool = False
+    kind: str | None = None  # "io" or "cpu": the caller's hint to backend="auto"
+    explain: bool = False  # log the automatic choice and its reason
+
+
+KINDS = ("io", "cpu")
 
 
 def check_backend(backend: Any) -> str:
@@ -41,10 +46,12 @@ def check_positive(name: str, value: Any) -> int | None:
 
 def options(
     backend: Any = "auto", workers: Any = None, ordered: Any = True, chunksize: Any = None,
-    errors: Any = "raise", progress: Any = False,
+    errors: Any = "raise", progress: Any = False, kind: Any = None, explain: Any = False,
 ) -> Options:
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise', 'collect' or 'skip', got {errors!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be 'io', 'cpu' or None, got {kind!r}")
     return Options(
         backend=check_backend(backend),
         workers=check_positive("workers", workers),
@@ -52,6 +59,8 @@ def options(
         chunksize=check_positive("chunksize", chunksize),
         errors=errors,
         progress=bool(progress),
+        kind=kind,
+        explain=bool(explain),
     )
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import operator
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import _backends
-from ._backends._base import Backend, is_async_callable
+from ._backends._base import Backend, ChunkResult, is_async_callable
 from ._bridge import LoopSink, ThreadSink, background_loop, on_background_loop
 from ._chunks import Chunker, Source
 from ._options import Options
 from ._progress import progress
 from ._results import expand
-from ._scheduler import Scheduler, Sink, Window
+from ._scheduler import Entry, Scheduler, Sink, Window
 
 _CANCEL_WAIT_S = 2.0
 
@@ -30,36 +30,42 @@ class Plan:
     backend: Backend
     owned: bool
     handle: Any
-
-
-def choose_backend(fn: Callable[..., Any], requested: str) -> str:
-    """Placeholder for the measured chooser: coroutine functions get asyncio, others threads."""
-    if requested != "auto":
-        return requested
-    return "asyncio" if is_async_callable(fn) else "thread"
+    chunksize: int | None = None
+    head: ChunkResult | None = None  # results of the items that backend="auto" sampled
 
 
 def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backend | None) -> Plan:
     length = operator.length_hint(items, 0) if not hasattr(items, "__aiter__") else 0
     if pool is not None:
-        backend, owned = pool, False
+        plan = Plan(fn, items, length, options, pool, False, None, options.chunksize)
+    elif options.backend == "auto":
+        from ._auto import decide
+
+        auto = decide(fn, items, options, length)
+        backend = _backends.create(auto.backend, auto.workers)
+        plan = Plan(fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head)
     else:
-        backend, owned = _backends.create(choose_backend(fn, options.backend), options.workers), True
+        backend = _backends.create(options.backend, options.workers)
+        plan = Plan(fn, items, length, options, backend, True, None, options.chunksize)
     try:
-        handle = backend.prepare(fn)
+        plan.handle = plan.backend.prepare(fn)
     except BaseException:
-        if owned:
-            backend.close()
+        if plan.owned:
+            plan.backend.close()
         raise
-    return Plan(fn, items, length, options, backend, owned, handle)
+    return plan
 
 
 def _scheduler(plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.AbstractEventLoop) -> Scheduler:
     opts = plan.options
     window = Window(max(2, 2 * plan.backend.workers), loop)
-    chunker = Chunker(plan.backend.name, plan.backend.workers, opts.chunksize, plan.length)
+    chunker = Chunker(plan.backend.name, plan.backend.workers, plan.chunksize, plan.length)
+    source = Source(plan.items, chunker)
+    if plan.head is not None:
+        source.next_index = len(plan.head.values)
+        chunker.learn(len(plan.head.values), plan.head.elapsed_s)
     return Scheduler(
-        plan.backend, plan.handle, Source(plan.items, chunker), sink_for(window), window,
+        plan.backend, plan.handle, source, sink_for(window), window,
         ordered=opts.ordered, stop_on_error=opts.errors == "raise",
     )
 
@@ -85,7 +91,7 @@ def _run_on_loop(plan: Plan) -> Iterator[Any]:
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
-        for start, result in sinks[0]:
+        for start, result in _with_head(plan, sinks[0]):
             bar.update(len(result.values))
             values, error = expand(start, result, plan.options.errors)
             yield from values
@@ -97,6 +103,12 @@ def _run_on_loop(plan: Plan) -> Iterator[Any]:
     finally:
         bar.close()
         _finish(plan, future, interrupted)
+
+
+def _with_head(plan: Plan, entries: Iterable[Entry]) -> Iterator[Entry]:
+    if plan.head is not None:
+        yield 0, plan.head
+    yield from entries
 
 
 def _finish(plan: Plan, future: concurrent.futures.Future[None], interrupted: BaseException | None) -> None:
@@ -116,14 +128,22 @@ def _run_inline(plan: Plan) -> Iterator[Any]:
     """The inline backend in the caller's thread, with no scheduler in between."""
     fn, errors = plan.fn, plan.options.errors
     bar = progress(plan.options.progress, plan.length, "plait")
+    first = 0
     try:
+        if plan.head is not None:
+            first = len(plan.head.values)
+            bar.update(first)
+            values, error = expand(0, plan.head, errors)
+            yield from values
+            if error is not None:
+                raise error
         if errors == "raise" and not plan.options.progress:
             for item in plan.items:
                 yield fn(item)
             return
         from ._backends._base import run_chunk
 
-        for index, item in enumerate(plan.items):
+        for index, item in enumerate(plan.items, first):
             bar.update(1)
             values, error = expand(index, run_chunk(fn, [item]), errors)
             yield from values
@@ -145,6 +165,12 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
+        if plan.head is not None:
+            values, error = expand(0, plan.head, plan.options.errors)
+            for value in values:
+                yield value
+            if error is not None:
+                raise error
         async for start, result in sinks[0]:
             bar.update(len(result.values))
             values, error = expand(start, result, plan.options.errors)
