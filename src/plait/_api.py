@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ._options import check_callable, check_iterable, options
-from ._run import make_plan, run_async, run_sync
+from ._run import collect, make_plan, run_async, run_sync
 
 _OPTIONS_DOC = """
     backend:   "auto" (default), "inline", "thread", "process" or "asyncio".
@@ -32,7 +32,9 @@ def imap(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterat
 
 def map(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> list[Any]:  # noqa: A001
     """Run ``fn`` on each item at once and return the results as a list."""
-    return list(imap(fn, items, **opts))
+    check_callable(fn)
+    check_iterable(items)
+    return collect(make_plan(fn, items, options(**opts), None))
 
 
 def amap(fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:

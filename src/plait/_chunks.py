@@ -64,6 +64,18 @@ class Source:
         self.next_index += len(items)
         return start, items
 
+    def take_one(self) -> tuple[int, list[Any]] | None:
+        """The next single item from a sync iterable, as a one-item chunk."""
+        if self.exhausted:
+            return None
+        assert self._sync is not None
+        for item in self._sync:
+            index = self.next_index
+            self.next_index = index + 1
+            return index, [item]
+        self.exhausted = True
+        return None
+
     def _one(self) -> list[Any]:
         assert self._sync is not None
         for item in self._sync:

@@ -12,7 +12,7 @@ from . import _backends
 from ._backends._base import Backend, StarCall
 from ._bridge import background_loop
 from ._options import check_backend, check_callable, check_iterable, check_positive, options
-from ._run import make_plan, run_async, run_sync
+from ._run import collect, make_plan, run_async, run_sync
 
 
 class Pool(concurrent.futures.Executor):
@@ -52,9 +52,13 @@ class Pool(concurrent.futures.Executor):
         """Like ``plait.map``; several iterables are zipped and their items passed as arguments."""
         if timeout is not None:
             raise ValueError("Pool.map takes no timeout yet; use concurrent.futures.wait on submit()")
-        if len(iterables) == 1:
-            return list(self.imap(fn, iterables[0], chunksize=chunksize, **opts))
-        return list(self.imap(StarCall(fn), (((*args,), {}) for args in zip(*iterables, strict=False)), chunksize=chunksize, **opts))
+        if len(iterables) != 1:
+            rows = (((*args,), {}) for args in zip(*iterables, strict=False))
+            fn, iterables = StarCall(fn), (rows,)
+        check_callable(fn)
+        check_iterable(iterables[0])
+        plan = make_plan(fn, iterables[0], options(backend=self.backend, chunksize=chunksize, **opts), self._live())
+        return collect(plan)
 
     def amap(self, fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:
         check_callable(fn)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import operator
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +71,16 @@ def _scheduler(plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.Abs
     )
 
 
+def _runs_inline(plan: Plan) -> bool:
+    return (
+        plan.backend.name == "inline"
+        and not is_async_callable(plan.fn)
+        and not hasattr(plan.items, "__aiter__")
+    )
+
+
 def run_sync(plan: Plan) -> Iterator[Any]:
-    if plan.backend.name == "inline" and not is_async_callable(plan.fn) and not hasattr(plan.items, "__aiter__"):
+    if _runs_inline(plan):
         return _run_inline(plan)
     if on_background_loop():
         raise RuntimeError("plait's sync API was called from a coroutine it runs; use plait.amap there")
@@ -165,13 +174,7 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
-        if plan.head is not None:
-            values, error = expand(0, plan.head, plan.options.errors)
-            for value in values:
-                yield value
-            if error is not None:
-                raise error
-        async for start, result in sinks[0]:
+        async for start, result in _async_with_head(plan, sinks[0]):
             bar.update(len(result.values))
             values, error = expand(start, result, plan.options.errors)
             for value in values:
@@ -187,4 +190,56 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         if plan.owned:
-            plan.backend.close(cancel=interrupted is not None, wait=not isinstance(interrupted, asyncio.CancelledError))
+            await _close_off_loop(plan.backend, interrupted)
+
+
+async def _async_with_head(plan: Plan, entries: AsyncIterable[Entry]) -> AsyncIterator[Entry]:
+    if plan.head is not None:
+        yield 0, plan.head
+    async for entry in entries:
+        yield entry
+
+
+_ABANDON = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+
+
+async def _close_off_loop(backend: Backend, interrupted: BaseException | None) -> None:
+    """Close a backend without blocking the loop while its threads finish."""
+    cancel = interrupted is not None
+    if isinstance(interrupted, _ABANDON):
+        backend.close(cancel=True, wait=False)  # returns at once: nothing waits for stragglers
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def close() -> None:
+        try:
+            backend.close(cancel=cancel, wait=True)
+        finally:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    threading.Thread(target=close, name="plait-close", daemon=True).start()
+    await done
+
+
+def collect(plan: Plan) -> list[Any]:
+    """plait.map: the whole run on the private loop, one hand-off at the end."""
+    if _runs_inline(plan):
+        return list(_run_inline(plan))
+    if on_background_loop():
+        raise RuntimeError("plait's sync API was called from a coroutine it runs; use plait.amap there")
+    finished = threading.Event()
+
+    async def gather_all() -> list[Any]:
+        try:
+            return [value async for value in run_async(plan)]
+        finally:
+            finished.set()
+
+    future = asyncio.run_coroutine_threadsafe(gather_all(), background_loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        finished.wait(_CANCEL_WAIT_S)
+        raise

@@ -8,10 +8,11 @@ until the consumer has taken its results, so at most ``window`` chunks are ever 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from typing import Any, Protocol
 
-from ._backends._base import Backend, ChunkResult
+from ._backends._base import Backend, ChunkResult, is_async_callable
 from ._chunks import Source
 
 Entry = tuple[int, ChunkResult]  # (index of the chunk's first item, its results)
@@ -31,6 +32,13 @@ class Window:
         self._loop_thread: int | None = None  # known at the first acquire, which runs there
         self._lock = threading.Lock()
         self._waiter: asyncio.Future[None] | None = None
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self._free > 0:
+                self._free -= 1
+                return True
+            return False
 
     async def acquire(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -82,9 +90,10 @@ class Scheduler:
     async def run(self) -> None:
         error: BaseException | None = None
         try:
+            work = self._work_items if self._backend.name == "asyncio" else self._work
             async with asyncio.TaskGroup() as group:
                 for _ in range(self._backend.workers):
-                    group.create_task(self._work())
+                    group.create_task(work())
             error = self._input_error
         except BaseExceptionGroup as failure:
             error = failure.exceptions[0]
@@ -108,6 +117,43 @@ class Scheduler:
                 self._stopping = True
             self._deliver((start, result))
 
+    async def _work_items(self) -> None:
+        """The asyncio backend's loop: one awaited call at a time, no chunk round trip."""
+        fn, window, deliver = self._handle, self._window, self._deliver
+        always_await = is_async_callable(fn)
+        while not self._stopping:
+            if not window.try_acquire():
+                await window.acquire()
+            chunk = self._pull_one() if self._take_lock is None else await self._take()
+            if chunk is None:
+                window.release()
+                return
+            index, items = chunk
+            try:
+                value = fn(items[0])
+                if always_await or inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                if self._stop_on_error:
+                    self._stopping = True
+                deliver((index, ChunkResult([None], {0: exc}, 0.0)))
+            else:
+                deliver((index, ChunkResult([value], None, 0.0)))
+
+    def _pull_one(self) -> tuple[int, list[Any]] | None:
+        if self._stopping:
+            return None
+        try:
+            return self._source.take_one()
+        except Exception as exc:
+            self._fail_input(exc)
+            return None
+
+    def _fail_input(self, exc: BaseException) -> None:
+        """The input itself failed: finish what runs, then report it."""
+        self._input_error = exc
+        self._stopping = True
+
     async def _take(self) -> tuple[int, list[Any]] | None:
         if self._stopping:
             return None
@@ -116,9 +162,8 @@ class Scheduler:
                 return await self._source.take()
             async with self._take_lock:  # one puller at a time: async iterables may await
                 return await self._source.take()
-        except Exception as exc:  # the input itself failed: finish what runs, then report it
-            self._input_error = exc
-            self._stopping = True
+        except Exception as exc:
+            self._fail_input(exc)
             return None
 
     def _deliver(self, entry: Entry) -> None:
