@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ._options import check_callable, check_iterable, options
-from ._run import collect, make_plan, run_async, run_sync
 
 _OPTIONS_DOC = """
     backend:   "auto" (default), "inline", "thread", "process" or "asyncio".
@@ -27,6 +26,8 @@ def imap(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterat
     """
     check_callable(fn)
     check_iterable(items)
+    from ._run import make_plan, run_sync
+
     return run_sync(make_plan(fn, items, options(**opts), None))
 
 
@@ -34,6 +35,8 @@ def map(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> list[An
     """Run ``fn`` on each item at once and return the results as a list."""
     check_callable(fn)
     check_iterable(items)
+    from ._run import collect, make_plan
+
     return collect(make_plan(fn, items, options(**opts), None))
 
 
@@ -44,6 +47,8 @@ def amap(fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[An
     """
     check_callable(fn)
     check_iterable(items)
+    from ._run import make_plan, run_async
+
     return run_async(make_plan(fn, items, options(**opts), None))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 # An automatic chunk aims to keep a worker busy this long: long enough to hide the round trip,
 # short enough to balance load and keep the read-ahead small.
 TARGET_CHUNK_S = {"process": 0.02, "thread": 0.002}
-MAX_GROWTH = 8  # an automatic chunk grows at most this much per measurement
+MAX_GROWTH = 64  # an automatic chunk grows at most this much per measurement
 UNKNOWN_LENGTH_CAP = 4096  # with no length hint, chunks stay at most this long
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
@@ -10,9 +9,7 @@ from typing import Any
 
 from . import _backends
 from ._backends._base import Backend, StarCall
-from ._bridge import background_loop
 from ._options import check_backend, check_callable, check_iterable, check_positive, options
-from ._run import collect, make_plan, run_async, run_sync
 
 
 class Pool(concurrent.futures.Executor):
@@ -43,6 +40,8 @@ class Pool(concurrent.futures.Executor):
     def imap(self, fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterator[Any]:
         check_callable(fn)
         check_iterable(items)
+        from ._run import make_plan, run_sync
+
         return run_sync(make_plan(fn, items, options(backend=self.backend, **opts), self._live()))
 
     def map(  # type: ignore[override]
@@ -57,18 +56,26 @@ class Pool(concurrent.futures.Executor):
             fn, iterables = StarCall(fn), (rows,)
         check_callable(fn)
         check_iterable(iterables[0])
-        plan = make_plan(fn, iterables[0], options(backend=self.backend, chunksize=chunksize, **opts), self._live())
-        return collect(plan)
+        from ._run import collect, make_plan
+
+        opts = options(backend=self.backend, chunksize=chunksize, **opts)
+        return collect(make_plan(fn, iterables[0], opts, self._live()))
 
     def amap(self, fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:
         check_callable(fn)
         check_iterable(items)
+        from ._run import make_plan, run_async
+
         return run_async(make_plan(fn, items, options(backend=self.backend, **opts), self._live()))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         check_callable(fn)
         handle = self._handle_for(fn)
         coroutine = self._run_one(handle, (args, kwargs))
+        import asyncio
+
+        from ._bridge import background_loop
+
         return asyncio.run_coroutine_threadsafe(coroutine, background_loop())
 
     async def _run_one(self, handle: Any, item: Any) -> Any:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ._backends import NAMES
 from ._results import ERROR_MODES
@@ -12,8 +12,7 @@ from ._results import ERROR_MODES
 BACKEND_CHOICES = ("auto", *NAMES)
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
+class Options(NamedTuple):
     backend: str = "auto"
     workers: int | None = None
     ordered: bool = True
@@ -22,9 +21,23 @@ class Options:
     progress: bool = False
     kind: str | None = None  # "io" or "cpu": the caller's hint to backend="auto"
     explain: bool = False  # log the automatic choice and its reason
+    # Policies (see _policies.py); None or 0 means off.
+    timeout: float | None = None
+    deadline: float | None = None
+    retries: int = 0
+    retry_on: Any = None
+    rate: str | float | None = None
+    burst: int = 1
+    concurrency: int | None = None
+    limit_key: Callable[[Any], Any] | None = None
+    clock: Any = None
+    # Worker set-up, for the thread and process backends.
+    initializer: Callable[[], Any] | None = None
+    max_tasks_per_worker: int | None = None
 
 
 KINDS = ("io", "cpu")
+_NAMES = Options._fields
 
 
 def check_backend(backend: Any) -> str:
@@ -44,23 +57,43 @@ def check_positive(name: str, value: Any) -> int | None:
     return value
 
 
-def options(
-    backend: Any = "auto", workers: Any = None, ordered: Any = True, chunksize: Any = None,
-    errors: Any = "raise", progress: Any = False, kind: Any = None, explain: Any = False,
-) -> Options:
-    if errors not in ERROR_MODES:
-        raise ValueError(f"errors must be 'raise', 'collect' or 'skip', got {errors!r}")
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be 'io', 'cpu' or None, got {kind!r}")
-    return Options(
-        backend=check_backend(backend),
-        workers=check_positive("workers", workers),
-        ordered=bool(ordered),
-        chunksize=check_positive("chunksize", chunksize),
-        errors=errors,
-        progress=bool(progress),
-        kind=kind,
-        explain=bool(explain),
+def _check_seconds(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def options(**given: Any) -> Options:
+    """Check the keyword options; unknown names get a suggestion."""
+    for name in given:
+        if name not in _NAMES:
+            close = difflib.get_close_matches(name, _NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"unknown option {name!r}{hint} (options: {', '.join(_NAMES)})")
+    opts = Options(**given)
+    if opts.errors not in ERROR_MODES:
+        raise ValueError(f"errors must be 'raise', 'collect' or 'skip', got {opts.errors!r}")
+    if opts.kind is not None and opts.kind not in KINDS:
+        raise ValueError(f"kind must be 'io', 'cpu' or None, got {opts.kind!r}")
+    if isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {opts.retries!r}")
+    for name in ("initializer", "limit_key"):
+        if getattr(opts, name) is not None and not callable(getattr(opts, name)):
+            raise TypeError(f"{name} must be callable, got {type(getattr(opts, name)).__name__}")
+    return opts._replace(
+        backend=check_backend(opts.backend),
+        workers=check_positive("workers", opts.workers),
+        chunksize=check_positive("chunksize", opts.chunksize),
+        concurrency=check_positive("concurrency", opts.concurrency),
+        burst=check_positive("burst", opts.burst),
+        max_tasks_per_worker=check_positive("max_tasks_per_worker", opts.max_tasks_per_worker),
+        timeout=_check_seconds("timeout", opts.timeout),
+        deadline=_check_seconds("deadline", opts.deadline),
+        ordered=bool(opts.ordered),
+        progress=bool(opts.progress),
+        explain=bool(opts.explain),
     )
 
 

@@ -14,8 +14,10 @@ def expand(start: int, result: ChunkResult, errors: str) -> tuple[list[Any], Bas
     """What to yield for one chunk, and the error to raise after it (errors="raise")."""
     if errors == "collect":
         failed = result.errors or {}
+        tries = result.attempts or {}
         return [
-            Outcome(start + i, value, failed.get(i)) for i, value in enumerate(result.values)
+            Outcome(start + i, value, failed.get(i), tries.get(i, 1))
+            for i, value in enumerate(result.values)
         ], None
     if not result.errors:
         return result.values, None

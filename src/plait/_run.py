@@ -15,6 +15,7 @@ from ._backends._base import Backend, ChunkResult, is_async_callable
 from ._bridge import LoopSink, ThreadSink, background_loop, on_background_loop
 from ._chunks import Chunker, Source
 from ._options import Options
+from ._policies import Policies
 from ._progress import progress
 from ._results import expand
 from ._scheduler import Entry, Scheduler, Sink, Window
@@ -43,10 +44,16 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
         from ._auto import decide
 
         auto = decide(fn, items, options, length)
-        backend = _backends.create(auto.backend, auto.workers)
+        name = "thread" if auto.backend == "inline" and _needs_stoppable(fn, options) else auto.backend
+        backend = _create(name, auto.workers, options)
         plan = Plan(fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head)
     else:
-        backend = _backends.create(options.backend, options.workers)
+        if options.backend == "inline" and _needs_stoppable(fn, options):
+            raise ValueError(
+                "timeout needs a backend that can stop a task: use backend='thread', 'process' "
+                "or 'asyncio' (the inline backend runs in your own thread)"
+            )
+        backend = _create(options.backend, options.workers, options)
         plan = Plan(fn, items, length, options, backend, True, None, options.chunksize)
     try:
         plan.handle = plan.backend.prepare(fn)
@@ -57,23 +64,56 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
     return plan
 
 
+def _needs_stoppable(fn: Callable[..., Any], options: Options) -> bool:
+    return options.timeout is not None and not is_async_callable(fn)
+
+
+def _create(name: str, workers: int | None, options: Options) -> Backend:
+    setup = {
+        key: value
+        for key, value in (
+            ("initializer", options.initializer),
+            ("max_tasks_per_worker", options.max_tasks_per_worker),
+        )
+        if value is not None
+    }
+    if setup and name not in ("thread", "process"):
+        raise ValueError(f"{' and '.join(setup)} need backend='thread' or 'process', not {name!r}")
+    if "max_tasks_per_worker" in setup and name != "process":
+        raise ValueError("max_tasks_per_worker recycles worker processes: use backend='process'")
+    return _backends.create(name, workers, **setup)
+
+
+def _policies(options: Options) -> Policies:
+    return Policies(
+        timeout_s=options.timeout, deadline_s=options.deadline, retries=options.retries,
+        retry_on=options.retry_on, rate=options.rate, burst=options.burst,
+        concurrency=options.concurrency, limit_key=options.limit_key, clock=options.clock,
+    )
+
+
 def _scheduler(plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.AbstractEventLoop) -> Scheduler:
     opts = plan.options
     window = Window(max(2, 2 * plan.backend.workers), loop)
-    chunker = Chunker(plan.backend.name, plan.backend.workers, plan.chunksize, plan.length)
+    policies = _policies(opts)
+    chunksize = 1 if policies.per_task else plan.chunksize
+    chunker = Chunker(plan.backend.name, plan.backend.workers, chunksize, plan.length)
     source = Source(plan.items, chunker)
     if plan.head is not None:
         source.next_index = len(plan.head.values)
         chunker.learn(len(plan.head.values), plan.head.elapsed_s)
     return Scheduler(
         plan.backend, plan.handle, source, sink_for(window), window,
-        ordered=opts.ordered, stop_on_error=opts.errors == "raise",
+        ordered=opts.ordered, stop_on_error=opts.errors == "raise", policies=policies,
     )
 
 
 def _runs_inline(plan: Plan) -> bool:
+    o = plan.options
+    policies = (o.timeout, o.deadline, o.rate, o.concurrency, o.retries or None)
     return (
         plan.backend.name == "inline"
+        and all(p is None for p in policies)
         and not is_async_callable(plan.fn)
         and not hasattr(plan.items, "__aiter__")
     )

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from ._backends._base import Backend, ChunkResult, is_async_callable
 from ._chunks import Source
+from ._exceptions import TaskTimeout
+from ._policies import Policies
 
 Entry = tuple[int, ChunkResult]  # (index of the chunk's first item, its results)
 
@@ -72,8 +74,9 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class Scheduler:
     def __init__(
         self, backend: Backend, handle: Any, source: Source, sink: Sink, window: Window, *,
-        ordered: bool, stop_on_error: bool,
+        ordered: bool, stop_on_error: bool, policies: Policies | None = None,
     ) -> None:
+        self._policies = policies if policies is not None and policies.active else None
         self._backend = backend
         self._handle = handle
         self._source = source
@@ -89,12 +92,15 @@ class Scheduler:
 
     async def run(self) -> None:
         error: BaseException | None = None
+        deadline_s = self._policies.deadline_s if self._policies else None
         try:
-            work = self._work_items if self._backend.name == "asyncio" else self._work
-            async with asyncio.TaskGroup() as group:
-                for _ in range(self._backend.workers):
-                    group.create_task(work())
+            async with asyncio.timeout(deadline_s):
+                await self._run_workers()
             error = self._input_error
+        except TimeoutError:
+            error = TaskTimeout(
+                f"the run passed its deadline of {deadline_s:g} s; the tasks still running were stopped"
+            )
         except BaseExceptionGroup as failure:
             error = failure.exceptions[0]
         except BaseException as exc:
@@ -102,6 +108,13 @@ class Scheduler:
             raise
         finally:
             self._sink.close(error)
+
+    async def _run_workers(self) -> None:
+        fast = self._backend.name == "asyncio" and self._policies is None
+        work = self._work_items if fast else self._work
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self._backend.workers):
+                group.create_task(work())
 
     async def _work(self) -> None:
         while not self._stopping:
@@ -111,7 +124,10 @@ class Scheduler:
                 self._window.release()
                 return
             start, items = chunk
-            result = await self._backend.run(self._handle, items)
+            if self._policies is None:
+                result = await self._backend.run(self._handle, items)
+            else:
+                result = await self._policies.run(self._backend, self._handle, items)
             self._source.chunker.learn(len(items), result.elapsed_s)
             if result.errors and self._stop_on_error:
                 self._stopping = True

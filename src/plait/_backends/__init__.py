@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._base import Backend
+if TYPE_CHECKING:
+    from ._base import Backend
 
 _CLASSES = {
     "inline": ("._inline", "InlineBackend"),

@@ -6,12 +6,13 @@ A plain function is called directly on the loop; if it returns an awaitable, tha
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._base import ChunkResult
+from ._base import ChunkResult, timed_out
 
 
 async def run_async_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
@@ -41,8 +42,15 @@ class AsyncioBackend:
     def prepare(self, fn: Callable[..., Any]) -> Any:
         return fn
 
-    async def run(self, handle: Any, items: Sequence[Any]) -> ChunkResult:
-        return await run_async_chunk(handle, items)
+    async def run(
+        self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
+    ) -> ChunkResult:
+        if timeout_s is None:
+            return await run_async_chunk(handle, items)
+        try:
+            return await asyncio.wait_for(run_async_chunk(handle, items), timeout_s)
+        except TimeoutError:
+            return timed_out(len(items), timeout_s, "it was cancelled")
 
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
         pass

@@ -6,22 +6,27 @@ ordering, windows, chunk sizes and error policies live in the scheduler.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
-@dataclass(slots=True)
 class ChunkResult:
     """Outcomes of one chunk: ``values[i]`` or ``errors[i]`` for the i-th item."""
 
-    values: list[Any]
-    errors: dict[int, BaseException] | None
-    elapsed_s: float
+    __slots__ = ("attempts", "elapsed_s", "errors", "values")
+
+    def __init__(
+        self, values: list[Any], errors: dict[int, BaseException] | None, elapsed_s: float
+    ) -> None:
+        self.values = values
+        self.errors = errors
+        self.elapsed_s = elapsed_s
+        self.attempts: dict[int, int] | None = None  # items that took more than one attempt
 
 
 class Backend(Protocol):
@@ -34,8 +39,13 @@ class Backend(Protocol):
         """Turn ``fn`` into the handle that ``run`` takes (checks it can be sent)."""
         ...
 
-    async def run(self, handle: Any, items: Sequence[Any]) -> ChunkResult:
-        """Run ``handle(item)`` for each item; never raises for a task's own error."""
+    async def run(
+        self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
+    ) -> ChunkResult:
+        """Run ``handle(item)`` for each item; never raises for a task's own error.
+
+        With ``timeout_s`` (chunks of one item), a task that runs longer fails with TaskTimeout.
+        """
         ...
 
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
@@ -60,6 +70,14 @@ def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
     return ChunkResult(values, errors, time.perf_counter() - start)
 
 
+def timed_out(count: int, timeout_s: float, how: str) -> ChunkResult:
+    """A chunk whose every item ran past its timeout."""
+    from .._exceptions import TaskTimeout
+
+    error = TaskTimeout(f"the task ran longer than its timeout of {timeout_s:g} s; {how}")
+    return ChunkResult([None] * count, dict.fromkeys(range(count), error), timeout_s)
+
+
 class RunCoroutine:
     """Makes a coroutine function callable from a thread or process: one loop per thread."""
 
@@ -71,6 +89,8 @@ class RunCoroutine:
     def __call__(self, item: Any) -> Any:
         runner: asyncio.Runner | None = getattr(self._local, "runner", None)
         if runner is None:
+            import asyncio
+
             runner = self._local.runner = asyncio.Runner()
         return runner.run(self.fn(item))
 
@@ -88,6 +108,8 @@ class StarCall:
 
 def is_async_callable(fn: Any) -> bool:
     """True for coroutine functions, also behind functools.partial or a StarCall."""
+    import inspect
+
     while True:
         if isinstance(fn, StarCall):
             fn = fn.fn

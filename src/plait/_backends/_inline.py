@@ -17,7 +17,9 @@ class InlineBackend:
     def prepare(self, fn: Callable[..., Any]) -> Any:
         return fn
 
-    async def run(self, handle: Any, items: Sequence[Any]) -> ChunkResult:
+    async def run(
+        self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
+    ) -> ChunkResult:
         if is_async_callable(handle):
             from ._asyncio import run_async_chunk
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from ._base import ChunkResult
 
 W = TypeVar("W")
-_Task = tuple[Future[ChunkResult], Any, Sequence[Any]]
+_Task = tuple[Future[ChunkResult], Any, Sequence[Any], float | None]
 _pool_ids = itertools.count(1)
 
 
@@ -34,15 +34,19 @@ class QueuePool(Generic[W]):
         self._cancelled = False
         self._prefix = f"plait-{self.name}-{next(_pool_ids)}"
 
-    async def run(self, handle: Any, items: Sequence[Any]) -> ChunkResult:
-        return await asyncio.wrap_future(self.submit(handle, items))
+    async def run(
+        self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
+    ) -> ChunkResult:
+        return await asyncio.wrap_future(self.submit(handle, items, timeout_s))
 
-    def submit(self, handle: Any, items: Sequence[Any]) -> Future[ChunkResult]:
+    def submit(
+        self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
+    ) -> Future[ChunkResult]:
         future: Future[ChunkResult] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("this plait pool is shut down; create a new one")
-            self._tasks.put((future, handle, items))
+            self._tasks.put((future, handle, items, timeout_s))
             if self._idle <= 0 and len(self._threads) < self.workers:
                 self._start_thread()
             else:
@@ -59,9 +63,9 @@ class QueuePool(Generic[W]):
         worker = self._open_worker()
         try:
             while (task := self._tasks.get()) is not None:
-                future, handle, items = task
+                future, handle, items, timeout_s = task
                 if future.set_running_or_notify_cancel():
-                    worker, result = self._execute(worker, handle, items)
+                    worker, result = self._execute(worker, handle, items, timeout_s)
                     future.set_result(result)
                 with self._lock:
                     self._idle += 1
@@ -96,7 +100,9 @@ class QueuePool(Generic[W]):
     def _open_worker(self) -> W:
         raise NotImplementedError
 
-    def _execute(self, worker: W, handle: Any, items: Sequence[Any]) -> tuple[W, ChunkResult]:
+    def _execute(
+        self, worker: W, handle: Any, items: Sequence[Any], timeout_s: float | None
+    ) -> tuple[W, ChunkResult]:
         raise NotImplementedError
 
     def _close_worker(self, worker: W) -> None:

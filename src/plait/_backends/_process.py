@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .._exceptions import SerializationError, WorkerCrashed, describe_exit
-from ._base import ChunkResult, blocking_callable
+from ._base import ChunkResult, blocking_callable, timed_out
 from ._pool import QueuePool
 
 _fn_ids = itertools.count(1)
@@ -59,12 +59,18 @@ class WorkerProcess:
         self.known: set[int] = set()
         self.conn.send_bytes(pickle.dumps({"sys_path": sys.path, "initializer": initializer}))
 
-    def call(self, handle: FunctionHandle, payload: bytes, count: int) -> ChunkResult:
+    def call(
+        self, handle: FunctionHandle, payload: bytes, count: int, timeout_s: float | None
+    ) -> ChunkResult | None:
+        """The chunk's results, or None if it ran past ``timeout_s`` (the worker is killed)."""
         blob = None if handle.fn_id in self.known else handle.blob
         message = pickle.dumps((handle.fn_id, blob, payload, count), protocol=5)
         try:
             self.conn.send_bytes(message)
             self.known.add(handle.fn_id)
+            if timeout_s is not None and not self.conn.poll(timeout_s):
+                self.kill()
+                return None
             values, errors, elapsed = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError) as exc:
             raise _Died from exc
@@ -101,17 +107,23 @@ class _Slot:
         self.initializer = initializer
         self.process = WorkerProcess(initializer)
         self.busy = False
+        self.tasks = 0
 
     def replace(self) -> None:
         self.process.stop()
         self.process = WorkerProcess(self.initializer)
+        self.tasks = 0
 
 
 class ProcessBackend(QueuePool[_Slot]):
     name = "process"
 
-    def __init__(self, workers: int, *, initializer: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, workers: int, *, initializer: Callable[[], Any] | None = None,
+        max_tasks_per_worker: int | None = None,
+    ) -> None:
         super().__init__(workers)
+        self._max_tasks = max_tasks_per_worker
         self._initializer = None if initializer is None else _dumps_function(initializer, "initializer")
         self._slots: list[_Slot] = []
 
@@ -133,31 +145,46 @@ class ProcessBackend(QueuePool[_Slot]):
         for process in busy:
             process.kill()
 
-    def _execute(self, worker: _Slot, handle: Any, items: Sequence[Any]) -> tuple[_Slot, ChunkResult]:
+    def _execute(
+        self, worker: _Slot, handle: Any, items: Sequence[Any], timeout_s: float | None
+    ) -> tuple[_Slot, ChunkResult]:
         worker.busy = True
         try:
-            return worker, self._run_isolated(worker, handle, items)
+            result = self._run_isolated(worker, handle, items, timeout_s)
         finally:
             worker.busy = False
+        worker.tasks += len(items)
+        if self._max_tasks is not None and worker.tasks >= self._max_tasks and not self._closed:
+            worker.replace()  # recycle a worker that may leak
+        return worker, result
 
-    def _run_isolated(self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any]) -> ChunkResult:
+    def _run_isolated(
+        self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any], timeout_s: float | None
+    ) -> ChunkResult:
         payload, bad = _dumps_items(items)
         if bad:
-            return _merge_bad(self, slot, handle, items, bad)
+            return _merge_bad(self, slot, handle, items, bad, timeout_s)
         try:
-            return self._call(slot, handle, payload, len(items))
+            return self._call(slot, handle, payload, len(items), timeout_s)
         except WorkerCrashed as crash:
             if len(items) == 1 or self._cancelled:
                 return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), crash), 0.0)
             # Re-run one by one, so only the item that kills its worker fails.
-            parts = [self._run_isolated(slot, handle, [item]) for item in items]
+            parts = [self._run_isolated(slot, handle, [item], timeout_s) for item in items]
             return _concat(parts)
 
-    def _call(self, slot: _Slot, handle: FunctionHandle, payload: bytes, count: int) -> ChunkResult:
+    def _call(
+        self, slot: _Slot, handle: FunctionHandle, payload: bytes, count: int,
+        timeout_s: float | None,
+    ) -> ChunkResult:
         if not slot.process.alive():  # died while idle (killed from outside): not this task
             slot.replace()
         try:
-            return slot.process.call(handle, payload, count)
+            result = slot.process.call(handle, payload, count, timeout_s)
+            if result is None:
+                slot.replace()
+                return timed_out(count, timeout_s or 0.0, "its worker process was killed and replaced")
+            return result
         except _Died:
             code = slot.process.exitcode()
             if not self._cancelled:
@@ -198,11 +225,11 @@ def _dumps_items(items: Sequence[Any]) -> tuple[bytes, dict[int, BaseException]]
 
 def _merge_bad(
     backend: ProcessBackend, slot: _Slot, handle: FunctionHandle, items: Sequence[Any],
-    bad: dict[int, BaseException],
+    bad: dict[int, BaseException], timeout_s: float | None,
 ) -> ChunkResult:
     """Run the picklable items of a chunk; the others fail with their SerializationError."""
     good = [i for i in range(len(items)) if i not in bad]
-    sub = backend._run_isolated(slot, handle, [items[i] for i in good]) if good else None
+    sub = backend._run_isolated(slot, handle, [items[i] for i in good], timeout_s) if good else None
     values: list[Any] = [None] * len(items)
     errors: dict[int, BaseException] = dict(bad)
     for position, i in enumerate(good):

@@ -7,18 +7,43 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._base import ChunkResult, blocking_callable, run_chunk
+import threading
+
+from ._base import ChunkResult, blocking_callable, run_chunk, timed_out
 from ._pool import QueuePool
 
 
 class ThreadBackend(QueuePool[None]):
     name = "thread"
 
+    def __init__(self, workers: int, *, initializer: Callable[[], Any] | None = None) -> None:
+        super().__init__(workers)
+        self._initializer = initializer
+
     def prepare(self, fn: Callable[..., Any]) -> Any:
         return blocking_callable(fn)
 
     def _open_worker(self) -> None:
-        return None
+        if self._initializer is not None:
+            self._initializer()  # once per worker thread, before its first task
 
-    def _execute(self, worker: None, handle: Any, items: Sequence[Any]) -> tuple[None, ChunkResult]:
-        return None, run_chunk(handle, items)
+    def _execute(
+        self, worker: None, handle: Any, items: Sequence[Any], timeout_s: float | None
+    ) -> tuple[None, ChunkResult]:
+        if timeout_s is None:
+            return None, run_chunk(handle, items)
+        return None, _run_with_timeout(handle, items, timeout_s)
+
+
+def _run_with_timeout(handle: Any, items: Sequence[Any], timeout_s: float) -> ChunkResult:
+    """Run in a helper thread; past the timeout, report and abandon it (threads cannot be killed)."""
+    results: list[ChunkResult] = []
+    thread = threading.Thread(
+        target=lambda: results.append(run_chunk(handle, items)), name="plait-timed-task", daemon=True
+    )
+    thread.start()
+    thread.join(timeout_s)
+    if results:
+        return results[0]
+    how = "a thread cannot be killed, so it was abandoned and may still be running"
+    return timed_out(len(items), timeout_s, how)
