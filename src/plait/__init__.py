@@ -8,6 +8,8 @@
 from ._api import amap as amap
 from ._api import imap as imap
 from ._api import map as map
+from ._auto import explain as explain
+from ._decision import Decision as Decision
 from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import PlaitError as PlaitError
 from ._exceptions import SerializationError as SerializationError
@@ -20,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "Decision",
     "Outcome",
     "PlaitError",
     "Pool",
@@ -27,6 +30,7 @@ __all__ = [
     "TaskTimeout",
     "WorkerCrashed",
     "amap",
+    "explain",
     "imap",
     "map",
 ]

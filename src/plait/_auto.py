@@ -1,17 +1,64 @@
-"""backend="auto": a placeholder rule until the measured chooser lands (issue 3).
+"""backend="auto": measure a few real calls, then read the answer off a decision table.
 
-Contract with ``_run.make_plan``: ``decide`` may run a sample of the real calls; their results
-come back in ``head`` (items 0..k-1, kept, never recomputed) and ``items`` is what remains.
+``choose(facts)`` is the table: a pure function from facts to a ``Decision``. When it needs a
+fact that costs something to learn (a timed sample of real calls, a thread trial, a pickle
+check) it returns the name of that fact instead, ``decide`` has ``_probe`` measure it, and asks
+again. Each fact is measured at most once, and only when the table gets to it.
+
+Contract with ``_run.make_plan``: ``decide`` returns an ``AutoPlan`` whose ``head`` holds the
+outcomes of the sampled items 0..k-1 (kept and yielded first, never recomputed) and whose
+``items`` is the rest of the input.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._backends._base import ChunkResult, is_async_callable
-from ._options import Options
+from ._backends import default_workers
+from ._backends._base import ChunkResult
+from ._decision import Decision
+from ._options import Options, check_callable, check_iterable, options
+
+if TYPE_CHECKING:
+    from . import _probe
+
+Need = Literal["sample", "trial", "pickle"]
+
+# The thresholds of the table, measured on a 2-core machine (Python 3.11); see the README's
+# benchmark table for what they give.
+TINY_CALL_S = 20e-6  # below this a call costs less than handing it to a thread or process
+IO_CPU_SHARE = 0.5  # calls that use the CPU less than half of their time mostly wait
+THREADS_MIN, THREADS_MAX = 4, 256  # worker bounds for threads sized from the wait ratio
+IO_HINT_THREADS = 64  # kind="io" without a measurement
+THREADS_SCALE = 0.75  # n threads keeping >= 0.75 n cores busy: the calls release the GIL
+PROCESS_START_S = 0.1  # starting the worker processes (2 workers: ~0.1 s measured)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What ``choose`` reads: the caller's options, the function, the machine, measurements."""
+
+    backend: str = "auto"
+    workers: int | None = None
+    chunksize: int | None = None
+    kind: str | None = None
+    errors: str = "raise"
+    coroutine: bool = False
+    async_input: bool = False
+    gil: bool = True
+    cores: int = 1
+    length: int = 0  # length hint of the whole input; 0 when unknown
+    policies: tuple[str, ...] = ()  # per-task policies given (timeout, retries, rate...)
+    initializer: bool = False  # workers run an initializer first
+    recycle: bool = False  # max_tasks_per_worker: worker processes are replaced
+    sample: _probe.Sample | None = None  # None: not measured yet
+    trial_tried: bool = False
+    pickle_checked: bool = False
+    pickle_problem: str | None = None
 
 
 @dataclass(slots=True)
@@ -23,6 +70,269 @@ class AutoPlan:
     head: ChunkResult | None = None
 
 
-def decide(fn: Callable[..., Any], items: Any, options: Options, length: int) -> AutoPlan:
-    backend = "asyncio" if is_async_callable(fn) else ("process" if options.kind == "cpu" else "thread")
-    return AutoPlan(backend, options.workers, options.chunksize, items)
+def choose(facts: Facts) -> Decision | Need:
+    """The decision table. Rules are tried in order; the first that applies decides."""
+    f = facts
+    # 1. The caller named a backend: it wins, nothing is measured.
+    if f.backend != "auto":
+        return _given(f, f.backend, f"backend={f.backend!r} was given, so plait did not measure.")
+    # 2. Recycling workers is a process feature; an initializer needs pool workers.
+    if f.recycle:
+        return _given(f, "process", "max_tasks_per_worker recycles worker processes: processes.")
+    if f.initializer and f.kind != "cpu":
+        return _given(f, "thread", "An initializer was given, so calls are not sampled outside "
+                                   "the workers it sets up: threads (kind='cpu' for processes).")
+    # 3. Coroutine functions wait on an event loop: asyncio, many at once on one thread.
+    if f.coroutine:
+        return _asyncio(f, "fn is a coroutine function")
+    # 4. The caller's hint: kind="io" -> threads, kind="cpu" -> processes (no sample taken).
+    if f.kind == "io":
+        workers = f.workers or IO_HINT_THREADS
+        return Decision("thread", workers, f.chunksize, f"kind='io' was given: {workers} threads.")
+    if f.kind == "cpu":
+        return _cpu_hinted(f)
+    # 5. Not sampled: an async iterable (it must be awaited), or calls that policies govern
+    #    (a sample would run them without their timeout, retries or rate limit).
+    if f.async_input or f.policies:
+        why = "The input is an async iterable" if f.async_input else _given_names(f.policies)
+        workers = f.workers or default_workers("thread")
+        return Decision("thread", workers, f.chunksize,
+                        f"{why}, so plait does not sample the calls: {workers} threads "
+                        "(pass kind='cpu' for processes).")
+    # 6. Everything below rests on a timed sample of the first calls.
+    if f.sample is None:
+        return "sample"
+    return _measured(f, f.sample)
+
+
+def _measured(f: Facts, s: _probe.Sample) -> Decision | Need:
+    calls = f"The first {_calls(s)} took {_fmt(s.per_call_s)} each"
+    # 7. A plain function that returned awaitables: they need an event loop.
+    if s.returned_awaitable:
+        return _asyncio(f, "fn returns awaitables")
+    # 8. errors="raise" and a sampled call failed: the run ends at that error, inline.
+    if s.head.errors and f.errors == "raise":
+        first = min(s.head.errors)
+        error = type(s.head.errors[first]).__name__
+        return _inline(f, f"Call {first + 1} of the sample raised {error} and errors='raise', "
+                          "so the run stops there; nothing more runs.")
+    # 9. The sample used up the input.
+    if s.exhausted:
+        if not s.head.values:
+            return _inline(f, "The input is empty: nothing to run.")
+        return _inline(f, f"All {len(s.head.values)} items ran during the sample "
+                          f"({_fmt(s.per_call_s)} each); nothing was left to run.")
+    # 10. Overhead-bound: microsecond calls lose more to a hand-off than parallelism gives back.
+    if s.per_call_s < TINY_CALL_S:
+        return _inline(f, f"{calls}, less than the ~{_fmt(TINY_CALL_S)} a hand-off to a thread "
+                          "or process costs, so they run inline in the calling thread.")
+    share = f"{_percent(s.cpu_share)} of it on the CPU"
+    # 11. Mostly waiting (blocking I/O): threads, as many as the wait ratio keeps busy.
+    if s.cpu_share < IO_CPU_SHARE:
+        workers = f.workers or _io_threads(f, s)
+        bounds = f"{THREADS_MIN}-{THREADS_MAX}"
+        return Decision("thread", workers, f.chunksize,
+                        f"{calls}, only {share}: they mostly wait, so {workers} run at once in "
+                        f"threads ({f.cores} cores / CPU share, within {bounds}).")
+    return _cpu_bound(f, s, f"{calls}, {share}")
+
+
+def _cpu_bound(f: Facts, s: _probe.Sample, measured: str) -> Decision | Need:
+    # 12. CPU-bound on one core: nothing runs faster in parallel.
+    if f.cores == 1:
+        return _inline(f, f"{measured}, and this machine has 1 core: they run inline.")
+    # 13. No GIL (free-threaded build): threads run Python in parallel without process costs.
+    if not f.gil:
+        return _cpu_threads(f, s, f"{measured}, and the GIL is off: they run in threads")
+    # 14. Do threads run these calls in parallel (C code that releases the GIL)? Try it.
+    if not f.trial_tried:
+        return "trial"
+    trial = s.trial
+    if trial is not None and trial.busy_cores >= THREADS_SCALE * trial.threads:
+        return _cpu_threads(f, s, f"{measured}; on {trial.threads} threads at once they kept "
+                                  f"{trial.busy_cores:.1f} cores busy (they release the GIL), "
+                                  "so they run in threads")
+    if trial is not None:
+        measured += (f"; on {trial.threads} threads at once they kept only "
+                     f"{trial.busy_cores:.1f} core busy (the GIL)")
+    # 15. Too little work left to pay for starting processes.
+    left = _left(f, s)
+    if left is not None and left * (1 - 1 / f.cores) < PROCESS_START_S:
+        return _inline(f, f"{measured}. The {_fmt(left)} of work left would not pay back "
+                          f"starting processes (~{_fmt(PROCESS_START_S)}), so it runs inline.")
+    # 16. Processes, if the function, inputs and results can travel there.
+    if not f.pickle_checked:
+        return "pickle"
+    if f.pickle_problem is not None:
+        return _cpu_threads(f, s, f"{measured}. Processes would suit them, but "
+                                  f"{f.pickle_problem}, so they run in threads")
+    workers = f.workers or _processes(f, s)
+    return Decision("process", workers, f.chunksize, f"{measured}: they run in {workers} "
+                                                     "processes, in chunks sized as they run.")
+
+
+def _cpu_hinted(f: Facts) -> Decision | Need:
+    if not f.gil:
+        return _cpu_threads(f, None, "kind='cpu' was given and the GIL is off: threads")
+    if not f.pickle_checked:
+        return "pickle"
+    if f.pickle_problem is not None:
+        return _cpu_threads(f, None, f"kind='cpu' was given, but {f.pickle_problem}: threads")
+    workers = f.workers or f.cores
+    return Decision("process", workers, f.chunksize, f"kind='cpu' was given: {workers} processes.")
+
+
+def _given(f: Facts, backend: str, reason: str) -> Decision:
+    return Decision(backend, f.workers or default_workers(backend), f.chunksize, reason)
+
+
+def _inline(f: Facts, reason: str) -> Decision:
+    return Decision("inline", 1, f.chunksize, reason)
+
+
+def _asyncio(f: Facts, what: str) -> Decision:
+    workers = f.workers or default_workers("asyncio")
+    return Decision("asyncio", workers, f.chunksize,
+                    f"{what}: calls wait on one event loop, up to {workers} at once (asyncio).")
+
+
+def _cpu_threads(f: Facts, s: _probe.Sample | None, reason: str) -> Decision:
+    workers = f.workers or (_io_threads(f, s) if s is not None else max(THREADS_MIN, f.cores))
+    return Decision("thread", workers, f.chunksize, f"{reason}, {workers} at once.")
+
+
+def _io_threads(f: Facts, s: _probe.Sample) -> int:
+    """Threads that keep the cores busy while the others wait: cores / CPU share, bounded."""
+    wanted = math.ceil(f.cores / max(s.cpu_share, 1e-6))
+    workers = max(THREADS_MIN, min(THREADS_MAX, wanted))
+    left = _left_items(f, s)
+    return workers if left is None else max(1, min(workers, left))
+
+
+def _processes(f: Facts, s: _probe.Sample) -> int:
+    """One per core; a little more when the calls also wait, at most two per core."""
+    return min(2 * f.cores, max(f.cores, round(f.cores / max(s.cpu_share, 1e-6))))
+
+
+def _left_items(f: Facts, s: _probe.Sample) -> int | None:
+    if f.length <= 0:
+        return None
+    return max(0, f.length - len(s.head.values))
+
+
+def _left(f: Facts, s: _probe.Sample) -> float | None:
+    items = _left_items(f, s)
+    return None if items is None else items * s.per_call_s
+
+
+def _given_names(names: tuple[str, ...]) -> str:
+    verb = "is" if len(names) == 1 else "are"
+    return " and ".join(f"{name}=" for name in names) + f" {verb} given"
+
+
+def _percent(share: float) -> str:
+    return f"{share:.1%}" if share < 0.01 else f"{share:.0%}"
+
+
+def _calls(s: _probe.Sample) -> str:
+    return "call" if s.calls == 1 else f"{s.calls} calls"
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def initial_facts(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> Facts:
+    """The facts that cost nothing to learn."""
+    from . import _probe
+
+    return Facts(
+        backend=opts.backend, workers=opts.workers, chunksize=opts.chunksize, kind=opts.kind,
+        errors=opts.errors, coroutine=_probe.is_coroutine(fn),
+        async_input=_probe.is_async_input(items), gil=_probe.gil_enabled(),
+        cores=_probe.cores(), length=length, policies=_policies(opts),
+        initializer=opts.initializer is not None, recycle=opts.max_tasks_per_worker is not None,
+    )
+
+
+def _policies(opts: Options) -> tuple[str, ...]:
+    given = (
+        ("timeout", opts.timeout), ("deadline", opts.deadline), ("retries", opts.retries or None),
+        ("rate", opts.rate), ("concurrency", opts.concurrency),
+    )
+    return tuple(name for name, value in given if value is not None)
+
+
+def gather(need: Need, fn: Callable[..., Any], items: Any, facts: Facts) -> Facts:
+    """Measure the one fact ``choose`` asked for."""
+    from . import _probe
+
+    if need == "sample":
+        sample = _probe.take_sample(fn, items, stop_on_error=facts.errors == "raise")
+        return replace(facts, sample=sample)
+    if need == "trial":
+        assert facts.sample is not None
+        threads = min(facts.cores, _probe.TRIAL_THREADS_MAX)
+        return replace(facts, sample=_probe.thread_trial(fn, facts.sample, threads),
+                       trial_tried=True)
+    s = facts.sample
+    inputs, values = (s.inputs, s.head.values) if s is not None else ([], [])
+    problem = _probe.pickle_problem(fn, inputs, values)
+    return replace(facts, pickle_checked=True, pickle_problem=problem)
+
+
+def measure(
+    fn: Callable[..., Any], items: Any, opts: Options, length: int,
+) -> tuple[Decision, Facts]:
+    """Ask the table, measure what it needs, ask again: the decision and the facts it read."""
+    facts = initial_facts(fn, items, opts, length)
+    for _ in range(4):  # each fact is gathered at most once
+        verdict = choose(facts)
+        if isinstance(verdict, Decision):
+            return verdict, facts
+        facts = gather(verdict, fn, items, facts)
+    raise AssertionError("the decision table asked for a fact twice")  # pragma: no cover
+
+
+def decide(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> AutoPlan:
+    decision, facts = measure(fn, items, opts, length)
+    if opts.explain:
+        log(decision)
+    s = facts.sample
+    if s is None:
+        return AutoPlan(decision.backend, decision.workers, decision.chunksize, items)
+    head = s.head if s.head.values else None
+    return AutoPlan(decision.backend, decision.workers, decision.chunksize, s.rest, head)
+
+
+def log(decision: Decision) -> None:
+    """``explain=True``: the decision to the "plait" logger, or to stderr if none listens."""
+    import logging
+
+    logger = logging.getLogger("plait")
+    if logger.hasHandlers():
+        logger.info("plait chose %s", decision, extra={"plait_decision": decision})
+    else:
+        print(f"plait: {decision}", file=sys.stderr)
+
+
+def explain(fn: Callable[..., Any], items: Any, /, **opts: Any) -> Decision:
+    """What ``plait.map(fn, items, **opts)`` would choose, and why.
+
+    This measures as ``map`` does: it calls ``fn`` on the first few items (at most 64, and
+    about 50 ms), so a generator passed here is consumed that far. The results are dropped.
+    """
+    check_callable(fn)
+    check_iterable(items)
+    decision, _ = measure(fn, items, options(**opts), _length(items))
+    return decision
+
+
+def _length(items: Any) -> int:
+    import operator
+
+    return 0 if hasattr(items, "__aiter__") else operator.length_hint(items, 0)

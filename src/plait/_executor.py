@@ -9,7 +9,9 @@ from typing import Any
 
 from . import _backends
 from ._backends._base import Backend, StarCall
-from ._options import check_backend, check_callable, check_iterable, check_positive, options
+from ._options import Options, check_backend, check_callable, check_iterable, options
+
+_POOL_SETTINGS = ("backend", "workers", "initializer", "max_tasks_per_worker")
 
 
 class Pool(concurrent.futures.Executor):
@@ -21,11 +23,20 @@ class Pool(concurrent.futures.Executor):
     cancels what is pending and stops what runs.
     """
 
-    def __init__(self, backend: str = "thread", workers: int | None = None) -> None:
+    def __init__(
+        self, backend: str = "thread", workers: int | None = None, *,
+        initializer: Callable[[], Any] | None = None, max_tasks_per_worker: int | None = None,
+    ) -> None:
         name = check_backend(backend)
         if name == "auto":
             raise ValueError("a Pool needs a concrete backend: 'thread', 'process', 'asyncio' or 'inline'")
-        self._backend: Backend = _backends.create(name, check_positive("workers", workers))
+        from ._run import create_backend
+
+        setup = options(
+            backend=name, workers=workers, initializer=initializer,
+            max_tasks_per_worker=max_tasks_per_worker,
+        )
+        self._backend: Backend = create_backend(name, setup.workers, setup)
         self._submit_handles: dict[int, tuple[Callable[..., Any], Any]] = {}
         self._shutdown = False
 
@@ -42,7 +53,7 @@ class Pool(concurrent.futures.Executor):
         check_iterable(items)
         from ._run import make_plan, run_sync
 
-        return run_sync(make_plan(fn, items, options(backend=self.backend, **opts), self._live()))
+        return run_sync(make_plan(fn, items, self._options(opts), self._live()))
 
     def map(  # type: ignore[override]
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
@@ -58,15 +69,15 @@ class Pool(concurrent.futures.Executor):
         check_iterable(iterables[0])
         from ._run import collect, make_plan
 
-        opts = options(backend=self.backend, chunksize=chunksize, **opts)
-        return collect(make_plan(fn, iterables[0], opts, self._live()))
+        plan = make_plan(fn, iterables[0], self._options({**opts, "chunksize": chunksize}), self._live())
+        return collect(plan)
 
     def amap(self, fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:
         check_callable(fn)
         check_iterable(items)
         from ._run import make_plan, run_async
 
-        return run_async(make_plan(fn, items, options(backend=self.backend, **opts), self._live()))
+        return run_async(make_plan(fn, items, self._options(opts), self._live()))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         check_callable(fn)
@@ -92,6 +103,12 @@ class Pool(concurrent.futures.Executor):
             cached = (fn, self._live().prepare(StarCall(fn)))
             self._submit_handles[id(fn)] = cached
         return cached[1]
+
+    def _options(self, opts: dict[str, Any]) -> Options:
+        fixed = [name for name in _POOL_SETTINGS if name in opts]
+        if fixed:
+            raise TypeError(f"{', '.join(fixed)} belong to the Pool itself: plait.Pool({fixed[0]}=...)")
+        return options(backend=self.backend, **opts)
 
     def _live(self) -> Backend:
         if self._shutdown:

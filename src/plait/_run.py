@@ -45,7 +45,7 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
 
         auto = decide(fn, items, options, length)
         name = "thread" if auto.backend == "inline" and _needs_stoppable(fn, options) else auto.backend
-        backend = _create(name, auto.workers, options)
+        backend = create_backend(name, auto.workers, options)
         plan = Plan(fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head)
     else:
         if options.backend == "inline" and _needs_stoppable(fn, options):
@@ -53,7 +53,7 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
                 "timeout needs a backend that can stop a task: use backend='thread', 'process' "
                 "or 'asyncio' (the inline backend runs in your own thread)"
             )
-        backend = _create(options.backend, options.workers, options)
+        backend = create_backend(options.backend, options.workers, options)
         plan = Plan(fn, items, length, options, backend, True, None, options.chunksize)
     try:
         plan.handle = plan.backend.prepare(fn)
@@ -68,7 +68,7 @@ def _needs_stoppable(fn: Callable[..., Any], options: Options) -> bool:
     return options.timeout is not None and not is_async_callable(fn)
 
 
-def _create(name: str, workers: int | None, options: Options) -> Backend:
+def create_backend(name: str, workers: int | None, options: Options) -> Backend:
     setup = {
         key: value
         for key, value in (
@@ -169,8 +169,7 @@ def _finish(plan: Plan, future: concurrent.futures.Future[None], interrupted: Ba
         except BaseException:
             pass
     if plan.owned:
-        kill = interrupted is not None
-        plan.backend.close(cancel=kill, wait=not isinstance(interrupted, KeyboardInterrupt | SystemExit))
+        _close(plan.backend, interrupted)
 
 
 def _run_inline(plan: Plan) -> Iterator[Any]:
@@ -211,6 +210,8 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
         return sinks[0]
 
     task = loop.create_task(_scheduler(plan, sink_for, loop).run())
+    if plan.owned:  # also when this generator is dropped unclosed and its loop shuts down
+        task.add_done_callback(lambda t: t.cancelled() and _close(plan.backend, asyncio.CancelledError()))
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
@@ -226,11 +227,11 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
         raise
     finally:
         bar.close()
+        if plan.owned:
+            _close(plan.backend, interrupted)
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        if plan.owned:
-            await _close_off_loop(plan.backend, interrupted)
 
 
 async def _async_with_head(plan: Plan, entries: AsyncIterable[Entry]) -> AsyncIterator[Entry]:
@@ -241,25 +242,15 @@ async def _async_with_head(plan: Plan, entries: AsyncIterable[Entry]) -> AsyncIt
 
 
 _ABANDON = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+_ABANDON_GRACE_S = 0.5  # how long a Ctrl-C waits for running threads to notice
 
 
-async def _close_off_loop(backend: Backend, interrupted: BaseException | None) -> None:
-    """Close a backend without blocking the loop while its threads finish."""
-    cancel = interrupted is not None
-    if isinstance(interrupted, _ABANDON):
-        backend.close(cancel=True, wait=False)  # returns at once: nothing waits for stragglers
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def close() -> None:
-        try:
-            backend.close(cancel=cancel, wait=True)
-        finally:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
-
-    threading.Thread(target=close, name="plait-close", daemon=True).start()
-    await done
+def _close(backend: Backend, interrupted: BaseException | None) -> None:
+    """Release the workers now. Stopped early, queued work is dropped and worker processes are
+    killed; only a Ctrl-C or a cancellation skips waiting for running threads (they cannot be
+    killed), so the caller gets control back at once."""
+    abandon = isinstance(interrupted, _ABANDON)
+    backend.close(cancel=interrupted is not None, wait=_ABANDON_GRACE_S if abandon else True)
 
 
 def collect(plan: Plan) -> list[Any]:

@@ -52,5 +52,5 @@ class AsyncioBackend:
         except TimeoutError:
             return timed_out(len(items), timeout_s, "it was cancelled")
 
-    def close(self, *, cancel: bool = False, wait: bool = True) -> None:
+    def close(self, *, cancel: bool = False, wait: bool | float = True) -> None:
         pass

@@ -48,8 +48,11 @@ class Backend(Protocol):
         """
         ...
 
-    def close(self, *, cancel: bool = False, wait: bool = True) -> None:
-        """Release the workers; ``cancel`` drops queued work and stops running work."""
+    def close(self, *, cancel: bool = False, wait: bool | float = True) -> None:
+        """Release the workers; ``cancel`` drops queued work and stops running work.
+
+        ``wait``: True waits for the workers to finish, False does not, a number waits that long.
+        """
         ...
 
 
@@ -93,6 +96,14 @@ class RunCoroutine:
 
             runner = self._local.runner = asyncio.Runner()
         return runner.run(self.fn(item))
+
+
+def close_thread_runner() -> None:
+    """Close this thread's event loop for coroutine tasks, if it made one (call at thread end)."""
+    runner = getattr(RunCoroutine._local, "runner", None)
+    if runner is not None:
+        RunCoroutine._local.runner = None
+        runner.close()
 
 
 class StarCall:

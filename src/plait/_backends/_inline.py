@@ -26,5 +26,5 @@ class InlineBackend:
             return await run_async_chunk(handle, items)
         return run_chunk(blocking_callable(handle), items)
 
-    def close(self, *, cancel: bool = False, wait: bool = True) -> None:
+    def close(self, *, cancel: bool = False, wait: bool | float = True) -> None:
         pass

@@ -10,11 +10,12 @@ import asyncio
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
-from ._base import ChunkResult
+from ._base import ChunkResult, close_thread_runner
 
 W = TypeVar("W")
 _Task = tuple[Future[ChunkResult], Any, Sequence[Any], float | None]
@@ -70,9 +71,11 @@ class QueuePool(Generic[W]):
                 with self._lock:
                     self._idle += 1
         finally:
+            close_thread_runner()
             self._close_worker(worker)
 
-    def close(self, *, cancel: bool = False, wait: bool = True) -> None:
+    def close(self, *, cancel: bool = False, wait: bool | float = True) -> None:
+        """``wait``: True joins the threads, False does not, a number waits at most that long."""
         with self._lock:
             if self._closed:
                 return
@@ -83,9 +86,11 @@ class QueuePool(Generic[W]):
             self._stop_running()
         for _ in self._threads:
             self._tasks.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
+        if wait is False:
+            return
+        deadline = None if wait is True else time.monotonic() + float(wait)
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _drop_queued(self) -> None:
         while True:

@@ -140,10 +140,13 @@ class ProcessBackend(QueuePool[_Slot]):
         worker.process.stop()
 
     def _stop_running(self) -> None:
+        """On cancel every worker is killed and reaped now, so none outlives the call."""
         with self._lock:
-            busy = [slot.process for slot in self._slots if slot.busy]
-        for process in busy:
+            processes = [slot.process for slot in self._slots]
+        for process in processes:
             process.kill()
+        for process in processes:
+            process.exitcode()
 
     def _execute(
         self, worker: _Slot, handle: Any, items: Sequence[Any], timeout_s: float | None

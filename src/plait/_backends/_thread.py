@@ -9,7 +9,7 @@ from typing import Any
 
 import threading
 
-from ._base import ChunkResult, blocking_callable, run_chunk, timed_out
+from ._base import ChunkResult, blocking_callable, close_thread_runner, run_chunk, timed_out
 from ._pool import QueuePool
 
 
@@ -38,9 +38,14 @@ class ThreadBackend(QueuePool[None]):
 def _run_with_timeout(handle: Any, items: Sequence[Any], timeout_s: float) -> ChunkResult:
     """Run in a helper thread; past the timeout, report and abandon it (threads cannot be killed)."""
     results: list[ChunkResult] = []
-    thread = threading.Thread(
-        target=lambda: results.append(run_chunk(handle, items)), name="plait-timed-task", daemon=True
-    )
+
+    def run() -> None:
+        try:
+            results.append(run_chunk(handle, items))
+        finally:
+            close_thread_runner()
+
+    thread = threading.Thread(target=run, name="plait-timed-task", daemon=True)
     thread.start()
     thread.join(timeout_s)
     if results:

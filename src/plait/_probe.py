@@ -1,0 +1,273 @@
+"""Facts for backend="auto", and nothing else: what the function is, what the machine is, and
+how the first real calls behave when timed.
+
+The sample runs the user's function on the first items of the input, in the calling thread:
+
+- it stops at 8 calls, or before the calls would pass 50 ms; microsecond calls continue to at
+  most 64 calls or 1 ms, so that one cold call does not decide;
+- it pulls one item at a time, so an infinite generator is read only as far as the sample;
+- its outcomes, errors included, are kept in ``head`` (a ``ChunkResult`` of items 0..k-1) and
+  are never recomputed; ``rest`` is the input after them;
+- an error raised by the input itself is raised again when ``rest`` is next pulled, as it
+  would have been without the sample.
+
+``thread_trial`` then (only when asked) runs a few more items on 2-4 threads at once, about
+10 ms each, to see whether the calls' CPU work runs in parallel in threads (hashing,
+compression and numpy release the GIL; pure Python holds it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import math
+import pickle
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ._backends import cpu_count
+from ._backends._base import ChunkResult, is_async_callable
+
+SAMPLE_CALLS = 8  # calls timed when they take more than a few microseconds
+SAMPLE_BUDGET_S = 0.05  # the sample stops before its calls would pass this wall time
+TINY_SAMPLE_CALLS = 64  # microsecond calls: up to this many ...
+TINY_SAMPLE_S = 0.001  # ... or until they have taken this long
+TRIAL_THREADS_MAX = 4  # the thread trial uses min(cores, this) threads
+TRIAL_S = 0.01  # each trial thread runs calls for about this long
+TRIAL_CALLS_MAX = 64  # and at most this many calls
+
+
+def gil_enabled() -> bool:
+    """False only on a free-threaded build running without the GIL (3.13t and later)."""
+    check: Callable[[], bool] | None = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return cpu_count()
+
+
+def is_coroutine(fn: Callable[..., Any]) -> bool:
+    """True for coroutine functions (also behind functools.partial)."""
+    return is_async_callable(fn)
+
+
+def is_async_input(items: Any) -> bool:
+    return hasattr(items, "__aiter__")
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """The same calls on several threads at once.
+
+    ``busy_cores`` is the CPU time the threads used divided by the trial's wall time: code that
+    holds the GIL cannot pass 1.0 however many threads run it, code that releases the GIL
+    (hashing, compression, numpy) approaches the number of threads. Unlike a speedup it does
+    not depend on the sample's timings, so it stays clear on a noisy machine.
+    """
+
+    threads: int
+    calls: int
+    wall_s: float
+    busy_cores: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The first calls, timed one by one; their outcomes are in ``head``."""
+
+    inputs: list[Any]  # the sampled items (for the picklability check)
+    head: ChunkResult  # outcomes of items 0..k-1, errors included
+    rest: Iterator[Any]  # the input after the sampled items
+    exhausted: bool  # the input ended (or failed) during the sample
+    calls: int  # calls timed one by one
+    wall_s: float  # their total wall time
+    cpu_s: float  # their total CPU time (this thread, user + system)
+    per_call_s: float  # median wall time of one call
+    returned_awaitable: bool = False  # fn returned an awaitable: nothing was kept
+    trial: Trial | None = None
+
+    @property
+    def cpu_share(self) -> float:
+        """Fraction of the calls' wall time spent on the CPU (the rest is waiting)."""
+        return min(1.0, self.cpu_s / self.wall_s) if self.wall_s > 0 else 1.0
+
+
+def _median(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _raising(exc: BaseException) -> Iterator[Any]:
+    raise exc
+    yield  # pragma: no cover - makes this a generator
+
+
+class _Recorder:
+    """Outcomes in input order, as a ChunkResult is built."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Any] = []
+        self.values: list[Any] = []
+        self.errors: dict[int, BaseException] = {}
+
+    def add(self, item: Any, value: Any, error: BaseException | None) -> None:
+        if error is not None:
+            self.errors[len(self.values)] = error
+        self.inputs.append(item)
+        self.values.append(value)
+
+    def result(self, per_call_s: float) -> ChunkResult:
+        elapsed = per_call_s * len(self.values)  # serial-equivalent, for the chunk-size learner
+        return ChunkResult(self.values, self.errors or None, elapsed)
+
+
+def _enough(calls: int, spent_s: float) -> bool:
+    if calls == 0:
+        return False
+    if calls >= TINY_SAMPLE_CALLS or spent_s + spent_s / calls > SAMPLE_BUDGET_S:
+        return True
+    return calls >= SAMPLE_CALLS and spent_s >= TINY_SAMPLE_S
+
+
+def _timed_call(
+    fn: Callable[[Any], Any], item: Any,
+) -> tuple[Any, BaseException | None, float, float]:
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    try:
+        value, error = fn(item), None
+    except Exception as exc:  # a task's own error is a real outcome: kept, reported by policy
+        value, error = None, exc
+    wall1, cpu1 = time.perf_counter(), time.thread_time()
+    return value, error, wall1 - wall0, cpu1 - cpu0
+
+
+def take_sample(fn: Callable[[Any], Any], items: Iterable[Any], *, stop_on_error: bool) -> Sample:
+    """Run and time the first calls (see the module docstring for the limits)."""
+    source = iter(items)
+    record = _Recorder()
+    walls: list[float] = []
+    cpu_s = 0.0
+    exhausted = False
+    while not _enough(len(walls), sum(walls)):
+        try:
+            item = next(source)
+        except StopIteration:
+            exhausted = True
+            break
+        except Exception as exc:  # the input failed: the run reports it where it would have
+            source, exhausted = _raising(exc), True
+            break
+        value, error, wall, cpu = _timed_call(fn, item)
+        if inspect.isawaitable(value):
+            return _awaitable_sample(value, item, source, record)
+        record.add(item, value, error)
+        walls.append(wall)
+        cpu_s += cpu
+        if error is not None and stop_on_error:
+            break
+    per_call = _median(walls)
+    return Sample(
+        record.inputs, record.result(per_call), source, exhausted, len(walls), sum(walls),
+        cpu_s, per_call,
+    )
+
+
+def _awaitable_sample(value: Any, item: Any, source: Iterator[Any], record: _Recorder) -> Sample:
+    """``fn`` returns awaitables: not ours to await here. The item goes back to the input."""
+    close = getattr(value, "close", None)
+    if callable(close):
+        close()  # a coroutine that never ran: no side effect, no "never awaited" warning
+    rest = itertools.chain(record.inputs, [item], source)
+    empty = ChunkResult([], None, 0.0)
+    return Sample([], empty, rest, False, 0, 0.0, 0.0, 0.0, returned_awaitable=True)
+
+
+def thread_trial(fn: Callable[[Any], Any], sample: Sample, threads: int) -> Sample:
+    """Run a few more items on ``threads`` threads at once; outcomes join the sample's head.
+
+    Each thread runs a block of about ``TRIAL_S`` of calls, all released at once.
+    """
+    per_thread = max(1, min(TRIAL_CALLS_MAX, math.ceil(TRIAL_S / max(sample.per_call_s, 1e-9))))
+    pulled, rest, exhausted = _pull(sample.rest, threads * per_thread)
+    if len(pulled) < 2:  # nothing to compare: put the item back, uncomputed
+        return replace(sample, rest=itertools.chain(pulled, rest), exhausted=exhausted)
+    blocks = [pulled[i : i + per_thread] for i in range(0, len(pulled), per_thread)]
+    outcomes, wall, cpu = _run_blocks(fn, blocks)
+    record = _Recorder()
+    record.inputs, record.values = list(sample.inputs), list(sample.head.values)
+    record.errors = dict(sample.head.errors or {})
+    for item, (value, error) in zip(pulled, outcomes, strict=True):
+        record.add(item, value, error)
+    trial = Trial(len(blocks), len(pulled), wall, cpu / wall if wall > 0 else 1.0)
+    return replace(
+        sample, inputs=record.inputs, head=record.result(sample.per_call_s), rest=rest,
+        exhausted=exhausted, trial=trial,
+    )
+
+
+def _pull(source: Iterator[Any], count: int) -> tuple[list[Any], Iterator[Any], bool]:
+    pulled: list[Any] = []
+    try:
+        for item in source:
+            pulled.append(item)
+            if len(pulled) >= count:
+                return pulled, source, False
+    except Exception as exc:
+        return pulled, _raising(exc), True
+    return pulled, source, True
+
+
+def _run_blocks(
+    fn: Callable[[Any], Any], blocks: list[list[Any]],
+) -> tuple[list[tuple[Any, BaseException | None]], float, float]:
+    """Each block on its own thread, all released at once: the outcomes, the wall time from the
+    first start to the last end, and the CPU time of all the threads."""
+    results: list[list[tuple[Any, BaseException | None]]] = [[] for _ in blocks]
+    spans: list[tuple[float, float]] = [(0.0, 0.0)] * len(blocks)
+    cpu = [0.0] * len(blocks)
+    barrier = threading.Barrier(len(blocks))
+
+    def work(index: int) -> None:
+        barrier.wait()
+        start, cpu0 = time.perf_counter(), time.thread_time()
+        for item in blocks[index]:
+            value, error, _, _ = _timed_call(fn, item)
+            results[index].append((value, error))
+        cpu[index] = time.thread_time() - cpu0
+        spans[index] = (start, time.perf_counter())
+
+    workers = [
+        threading.Thread(target=work, args=(i,), name=f"plait-probe-{i}", daemon=True)
+        for i in range(len(blocks))
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    return [outcome for block in results for outcome in block], wall, sum(cpu)
+
+
+def pickle_problem(fn: Callable[..., Any], inputs: list[Any], values: list[Any]) -> str | None:
+    """Why the function, an input or a result cannot travel to a process; None if all can."""
+    cloudpickle = importlib.import_module("cloudpickle")  # as the process backend sends it
+    for what, obj, dumps in (
+        ("the function", fn, cloudpickle.dumps),
+        ("an input", inputs, pickle.dumps),
+        ("a result", values, pickle.dumps),
+    ):
+        try:
+            dumps(obj)
+        except Exception as exc:
+            return f"{what} cannot be pickled ({type(exc).__name__}: {exc})"
+    return None
