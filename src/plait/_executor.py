@@ -38,6 +38,7 @@ class Pool(concurrent.futures.Executor):
         )
         self._backend: Backend = create_backend(name, setup.workers, setup)
         self._submit_handles: dict[int, tuple[Callable[..., Any], Any]] = {}
+        self._pending: set[concurrent.futures.Future[Any]] = set()
         self._shutdown = False
 
     @property
@@ -80,17 +81,20 @@ class Pool(concurrent.futures.Executor):
         return run_async(make_plan(fn, items, self._options(opts), self._live()))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        check_callable(fn)
-        handle = self._handle_for(fn)
-        coroutine = self._run_one(handle, (args, kwargs))
         import asyncio
 
         from ._bridge import background_loop
 
-        return asyncio.run_coroutine_threadsafe(coroutine, background_loop())
+        check_callable(fn)
+        self._live()
+        coroutine = self._run_one(self._handle_for(fn), (args, kwargs))
+        future = asyncio.run_coroutine_threadsafe(coroutine, background_loop())
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
 
     async def _run_one(self, handle: Any, item: Any) -> Any:
-        result = await self._live().run(handle, [item])
+        result = await self._backend.run(handle, [item])
         if result.errors:
             raise result.errors[0]
         return result.values[0]
@@ -117,6 +121,12 @@ class Pool(concurrent.futures.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True
+        pending = list(self._pending)
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        elif wait:
+            concurrent.futures.wait(pending)
         self._backend.close(cancel=cancel_futures, wait=wait)
 
     def __exit__(

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._exceptions import SerializationError, WorkerCrashed, describe_exit
 from ._base import ChunkResult, blocking_callable, timed_out
+from ._process_worker import decode_error
 from ._pool import QueuePool
 
 _fn_ids = itertools.count(1)
@@ -39,6 +40,10 @@ class FunctionHandle:
 
 class _Died(Exception):
     pass
+
+
+class _Unreadable(Exception):
+    """The worker's results could not be unpickled here."""
 
 
 class WorkerProcess:
@@ -71,9 +76,14 @@ class WorkerProcess:
             if timeout_s is not None and not self.conn.poll(timeout_s):
                 self.kill()
                 return None
-            values, errors, elapsed = pickle.loads(self.conn.recv_bytes())
+            blob, records, elapsed = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError) as exc:
             raise _Died from exc
+        try:
+            values = pickle.loads(blob)
+        except Exception as exc:
+            raise _Unreadable(f"{type(exc).__name__}: {exc}") from exc
+        errors = {i: decode_error(record) for i, record in records.items()}
         return ChunkResult(values, errors or None, elapsed)
 
     def alive(self) -> bool:
@@ -169,10 +179,14 @@ class ProcessBackend(QueuePool[_Slot]):
             return _merge_bad(self, slot, handle, items, bad, timeout_s)
         try:
             return self._call(slot, handle, payload, len(items), timeout_s)
-        except WorkerCrashed as crash:
+        except (WorkerCrashed, _Unreadable) as failure:
             if len(items) == 1 or self._cancelled:
-                return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), crash), 0.0)
-            # Re-run one by one, so only the item that kills its worker fails.
+                error = failure if isinstance(failure, WorkerCrashed) else SerializationError(
+                    f"the task's result cannot be unpickled in the parent ({failure}); "
+                    "return plain data"
+                )
+                return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), error), 0.0)
+            # Re-run one by one, so that only the item at fault fails.
             parts = [self._run_isolated(slot, handle, [item], timeout_s) for item in items]
             return _concat(parts)
 

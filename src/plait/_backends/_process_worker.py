@@ -43,30 +43,48 @@ class _WithTraceback:
         return _rebuild, (self.exc, self.tb)
 
 
+
+ErrorRecord = tuple[bytes | None, str, str, str]  # (pickled error, type, message, traceback)
+
+
 def encode_result(result: ChunkResult) -> bytes:
-    errors = {i: _WithTraceback(e) for i, e in (result.errors or {}).items()}
+    """(values, {i: ErrorRecord}, elapsed): values as one pickle, each error on its own, so
+    the parent can still report an error it cannot rebuild."""
+    errors = {i: _error_record(e) for i, e in (result.errors or {}).items()}
+    values = result.values
     try:
-        return pickle.dumps((result.values, errors, result.elapsed_s), protocol=5)
+        blob = pickle.dumps(values, protocol=5)
     except Exception:
-        return pickle.dumps(_sanitize(result, errors), protocol=5)
+        values = list(values)
+        for i, value in enumerate(values):
+            if i not in errors and not _picklable(value):
+                values[i] = None
+                message = f"the task's result ({type(value).__name__}) cannot be pickled back "
+                errors[i] = _error_record(SerializationError(message + "to the parent; return plain data"))
+        blob = pickle.dumps(values, protocol=5)
+    return pickle.dumps((blob, errors, result.elapsed_s), protocol=5)
 
 
-def _sanitize(result: ChunkResult, errors: dict[int, _WithTraceback]) -> tuple[Any, ...]:
-    """Replace each value or error that cannot be pickled by a SerializationError."""
-    values = list(result.values)
-    for i, value in enumerate(values):
-        if i not in errors and not _picklable(value):
-            values[i] = None
-            message = f"the task's result ({type(value).__name__}) cannot be pickled back to "
-            errors[i] = _WithTraceback(SerializationError(message + "the parent; return plain data"))
-    for i, wrapped in errors.items():
-        if not _picklable(wrapped):
-            exc = wrapped.exc
-            message = f"the task raised {type(exc).__qualname__}: {exc} (it cannot be pickled)"
-            replacement = _WithTraceback(SerializationError(message))
-            replacement.tb = wrapped.tb
-            errors[i] = replacement
-    return values, errors, result.elapsed_s
+def _error_record(exc: BaseException) -> ErrorRecord:
+    wrapped = _WithTraceback(exc)
+    try:
+        blob: bytes | None = pickle.dumps(wrapped, protocol=5)
+    except Exception:
+        blob = None
+    return blob, type(exc).__qualname__, str(exc), wrapped.tb
+
+
+def decode_error(record: ErrorRecord) -> BaseException:
+    """The task's own exception, or a SerializationError that names it if it cannot be rebuilt."""
+    blob, type_name, message, tb = record
+    problem = "it cannot be pickled"
+    if blob is not None:
+        try:
+            error: BaseException = pickle.loads(blob)
+            return error
+        except Exception as exc:
+            problem = f"it cannot be rebuilt in the parent: {type(exc).__name__}: {exc}"
+    return _rebuild(SerializationError(f"the task raised {type_name}: {message} ({problem})"), tb)
 
 
 def _picklable(obj: Any) -> bool:
