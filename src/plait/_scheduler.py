@@ -86,7 +86,7 @@ class Scheduler:
         self._stop_on_error = stop_on_error
         self._stopping = False
         self._held: dict[int, Entry] = {}
-        self._next_start = 0
+        self._next_start = source.next_index  # after the items that auto sampled
         self._take_lock = asyncio.Lock() if source.is_async else None
         self._input_error: BaseException | None = None
 
