@@ -1,8 +1,8 @@
 """plait: run many tasks at once with the right concurrency model.
 
-    results = plait.map(fn, items)                 # picks a backend, keeps input order
-    for r in plait.imap(fn, endless(), backend="process"): ...
-    async for r in plait.amap(fetch, urls): ...
+results = plait.map(fn, items)                 # picks a backend, keeps input order
+for r in plait.imap(fn, endless(), backend="process"): ...
+async for r in plait.amap(fetch, urls): ...
 """
 
 from ._api import amap as amap
@@ -38,8 +38,5 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("plait."):
-        try:
-            _obj.__module__ = "plait"
-        except (AttributeError, TypeError):
-            pass
+        _obj.__module__ = "plait"  # tracebacks and reprs show the public name
 del _name, _obj

@@ -31,7 +31,7 @@ def imap(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterat
     return run_sync(make_plan(fn, items, options(**opts), None))
 
 
-def map(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> list[Any]:  # noqa: A001
+def map(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> list[Any]:
     """Run ``fn`` on each item at once and return the results as a list."""
     check_callable(fn)
     check_iterable(items)

@@ -34,7 +34,7 @@ TINY_CALL_S = 20e-6  # below this a call costs less than handing it to a thread 
 IO_CPU_SHARE = 0.5  # calls that use the CPU less than half of their time mostly wait
 THREADS_MIN, THREADS_MAX = 4, 256  # worker bounds for threads sized from the wait ratio
 IO_HINT_THREADS = 64  # kind="io" without a measurement
-THREADS_SCALE = 0.75  # n threads keeping >= 0.75 n cores busy: the calls release the GIL
+THREADS_SCALE = 0.6  # >= 0.6 n of n threads running at a time: the calls release the GIL
 PROCESS_START_S = 0.1  # starting the worker processes (2 workers: ~0.1 s measured)
 
 
@@ -106,7 +106,7 @@ def choose(facts: Facts) -> Decision | Need:
 
 
 def _measured(f: Facts, s: _probe.Sample) -> Decision | Need:
-    calls = f"The first {_calls(s)} took {_fmt(s.per_call_s)} each"
+    calls = _took(s)
     # 7. A plain function that returned awaitables: they need an event loop.
     if s.returned_awaitable:
         return _asyncio(f, "fn returns awaitables")
@@ -127,13 +127,15 @@ def _measured(f: Facts, s: _probe.Sample) -> Decision | Need:
         return _inline(f, f"{calls}, less than the ~{_fmt(TINY_CALL_S)} a hand-off to a thread "
                           "or process costs, so they run inline in the calling thread.")
     share = f"{_percent(s.cpu_share)} of it on the CPU"
+    if s.queued_s > 0.1 * s.wall_s:
+        share += f" (not counting {_fmt(s.queued_s)} queued for a busy CPU)"
     # 11. Mostly waiting (blocking I/O): threads, as many as the wait ratio keeps busy.
     if s.cpu_share < IO_CPU_SHARE:
         workers = f.workers or _io_threads(f, s)
-        bounds = f"{THREADS_MIN}-{THREADS_MAX}"
         return Decision("thread", workers, f.chunksize,
-                        f"{calls}, only {share}: they mostly wait, so {workers} run at once in "
-                        f"threads ({f.cores} cores / CPU share, within {bounds}).")
+                        f"{calls}, only {share}: they mostly wait, so they run in threads, "
+                        f"{workers} at once ({f.cores} cores / CPU share, within "
+                        f"{THREADS_MIN}-{THREADS_MAX} and the items left).")
     return _cpu_bound(f, s, f"{calls}, {share}")
 
 
@@ -148,13 +150,12 @@ def _cpu_bound(f: Facts, s: _probe.Sample, measured: str) -> Decision | Need:
     if not f.trial_tried:
         return "trial"
     trial = s.trial
-    if trial is not None and trial.busy_cores >= THREADS_SCALE * trial.threads:
-        return _cpu_threads(f, s, f"{measured}; on {trial.threads} threads at once they kept "
-                                  f"{trial.busy_cores:.1f} cores busy (they release the GIL), "
-                                  "so they run in threads")
+    if trial is not None and trial.parallel >= THREADS_SCALE * trial.threads:
+        return _cpu_threads(f, s, f"{measured}; on {trial.threads} threads, {trial.parallel:.1f} "
+                                  "ran at a time (they release the GIL), so they run in threads")
     if trial is not None:
-        measured += (f"; on {trial.threads} threads at once they kept only "
-                     f"{trial.busy_cores:.1f} core busy (the GIL)")
+        measured += (f"; on {trial.threads} threads, only {trial.parallel:.1f} ran at a time "
+                     "(they hold the GIL, or the machine is busy)")
     # 15. Too little work left to pay for starting processes.
     left = _left(f, s)
     if left is not None and left * (1 - 1 / f.cores) < PROCESS_START_S:
@@ -234,8 +235,10 @@ def _percent(share: float) -> str:
     return f"{share:.1%}" if share < 0.01 else f"{share:.0%}"
 
 
-def _calls(s: _probe.Sample) -> str:
-    return "call" if s.calls == 1 else f"{s.calls} calls"
+def _took(s: _probe.Sample) -> str:
+    if s.calls == 1:
+        return f"The first call took {_fmt(s.per_call_s)}"
+    return f"The first {s.calls} calls took {_fmt(s.per_call_s)} each"
 
 
 def _fmt(seconds: float) -> str:

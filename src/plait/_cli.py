@@ -266,7 +266,7 @@ def json_lines(lines: IO[str], name: str) -> Iterator[Any]:
     where = "stdin" if name == "-" else name
     number = 0
     try:
-        for number, line in enumerate(lines, 1):  # noqa: B007 - used after the loop too
+        for number, line in enumerate(lines, 1):
             if line.strip():
                 yield _parse(line, where, number)
     except UnicodeDecodeError:

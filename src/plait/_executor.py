@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from . import _backends
 from ._backends._base import Backend, StarCall
 from ._options import Options, check_backend, check_callable, check_iterable, options
 
@@ -24,16 +23,24 @@ class Pool(concurrent.futures.Executor):
     """
 
     def __init__(
-        self, backend: str = "thread", workers: int | None = None, *,
-        initializer: Callable[[], Any] | None = None, max_tasks_per_worker: int | None = None,
+        self,
+        backend: str = "thread",
+        workers: int | None = None,
+        *,
+        initializer: Callable[[], Any] | None = None,
+        max_tasks_per_worker: int | None = None,
     ) -> None:
         name = check_backend(backend)
         if name == "auto":
-            raise ValueError("a Pool needs a concrete backend: 'thread', 'process', 'asyncio' or 'inline'")
+            raise ValueError(
+                "a Pool needs a concrete backend: 'thread', 'process', 'asyncio' or 'inline'"
+            )
         from ._run import create_backend
 
         setup = options(
-            backend=name, workers=workers, initializer=initializer,
+            backend=name,
+            workers=workers,
+            initializer=initializer,
             max_tasks_per_worker=max_tasks_per_worker,
         )
         self._backend: Backend = create_backend(name, setup.workers, setup)
@@ -57,20 +64,30 @@ class Pool(concurrent.futures.Executor):
         return run_sync(make_plan(fn, items, self._options(opts), self._live()))
 
     def map(  # type: ignore[override]
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-        chunksize: int | None = None, **opts: Any,
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        **opts: Any,
     ) -> list[Any]:
         """Like ``plait.map``; several iterables are zipped and their items passed as arguments."""
         if timeout is not None:
-            raise ValueError("Pool.map takes no timeout yet; use concurrent.futures.wait on submit()")
+            raise ValueError(
+                "Pool.map takes no timeout yet; use concurrent.futures.wait on submit()"
+            )
         if len(iterables) != 1:
-            rows = (((*args,), {}) for args in zip(*iterables, strict=False))
+            rows: Iterator[tuple[tuple[Any, ...], dict[str, Any]]] = (
+                ((*args,), {}) for args in zip(*iterables, strict=False)
+            )
             fn, iterables = StarCall(fn), (rows,)
         check_callable(fn)
         check_iterable(iterables[0])
         from ._run import collect, make_plan
 
-        plan = make_plan(fn, iterables[0], self._options({**opts, "chunksize": chunksize}), self._live())
+        plan = make_plan(
+            fn, iterables[0], self._options({**opts, "chunksize": chunksize}), self._live()
+        )
         return collect(plan)
 
     def amap(self, fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:
@@ -80,7 +97,9 @@ class Pool(concurrent.futures.Executor):
 
         return run_async(make_plan(fn, items, self._options(opts), self._live()))
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         import asyncio
 
         from ._bridge import background_loop
@@ -111,7 +130,9 @@ class Pool(concurrent.futures.Executor):
     def _options(self, opts: dict[str, Any]) -> Options:
         fixed = [name for name in _POOL_SETTINGS if name in opts]
         if fixed:
-            raise TypeError(f"{', '.join(fixed)} belong to the Pool itself: plait.Pool({fixed[0]}=...)")
+            raise TypeError(
+                f"{', '.join(fixed)} belong to the Pool itself: plait.Pool({fixed[0]}=...)"
+            )
         return options(backend=self.backend, **opts)
 
     def _live(self) -> Backend:
@@ -130,9 +151,13 @@ class Pool(concurrent.futures.Executor):
         self._backend.close(cancel=cancel_futures, wait=wait)
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         failed = exc_type is not None
-        self.shutdown(wait=not issubclass(exc_type, KeyboardInterrupt) if exc_type else True, cancel_futures=failed)
-
-
+        self.shutdown(
+            wait=not issubclass(exc_type, KeyboardInterrupt) if exc_type else True,
+            cancel_futures=failed,
+        )

@@ -95,9 +95,12 @@ class Engine:
             self._async_source = source
         else:
             self._sync_source = source
-        async with self._open_session(), asyncio.TaskGroup() as group:
-            for _ in range(self.config.concurrency):
-                group.create_task(self._worker())
+        try:
+            async with self._open_session(), asyncio.TaskGroup() as group:
+                for _ in range(self.config.concurrency):
+                    group.create_task(self._worker())
+        except BaseExceptionGroup as failed:  # a bug in a worker: raise it, not a group
+            raise failed.exceptions[0] from None
         if self._input_error is not None:
             raise self._input_error
 

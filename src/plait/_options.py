@@ -87,7 +87,7 @@ def options(**given: Any) -> Options:
         workers=check_positive("workers", opts.workers),
         chunksize=check_positive("chunksize", opts.chunksize),
         concurrency=check_positive("concurrency", opts.concurrency),
-        burst=check_positive("burst", opts.burst),
+        burst=check_positive("burst", opts.burst) or 1,
         max_tasks_per_worker=check_positive("max_tasks_per_worker", opts.max_tasks_per_worker),
         timeout=_check_seconds("timeout", opts.timeout),
         deadline=_check_seconds("deadline", opts.deadline),
@@ -105,7 +105,9 @@ def check_callable(fn: Any) -> None:
 
 
 def check_iterable(items: Any) -> None:
-    if not (hasattr(items, "__iter__") or hasattr(items, "__aiter__") or hasattr(items, "__getitem__")):
+    if not (
+        hasattr(items, "__iter__") or hasattr(items, "__aiter__") or hasattr(items, "__getitem__")
+    ):
         raise TypeError(
             f"items must be iterable (a list, range, generator...), got {type(items).__name__}"
         )

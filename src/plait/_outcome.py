@@ -13,7 +13,10 @@ class Outcome(Generic[T]):
     __slots__ = ("attempts", "error", "index", "value")
 
     def __init__(
-        self, index: int, value: T | None = None, error: BaseException | None = None,
+        self,
+        index: int,
+        value: T | None = None,
+        error: BaseException | None = None,
         attempts: int = 1,
     ) -> None:
         self.index = index

@@ -23,9 +23,16 @@ def _retryable(error: BaseException) -> bool:
 
 class Policies:
     def __init__(
-        self, *, timeout_s: float | None = None, deadline_s: float | None = None, retries: int = 0,
-        retry_on: RetryOn | None = None, rate: str | float | None = None, burst: int = 1,
-        concurrency: int | None = None, limit_key: Callable[[Any], Any] | None = None,
+        self,
+        *,
+        timeout_s: float | None = None,
+        deadline_s: float | None = None,
+        retries: int = 0,
+        retry_on: RetryOn | None = None,
+        rate: str | float | None = None,
+        burst: int = 1,
+        concurrency: int | None = None,
+        limit_key: Callable[[Any], Any] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.clock = clock or REAL_CLOCK
@@ -34,14 +41,17 @@ class Policies:
         self.retry = None
         if retries:
             self.retry = Retry(retries, retry_on=retry_on or _retryable, clock=self.clock)
-        self.limiter = None if rate is None else KeyedRateLimiter[Any](rate, burst=burst, clock=self.clock)
+        self.limiter = (
+            None if rate is None else KeyedRateLimiter[Any](rate, burst=burst, clock=self.clock)
+        )
         self.slots = None if concurrency is None else KeyedSlots[Any](concurrency)
         self.key = limit_key or _no_key
 
     @property
     def active(self) -> bool:
         return any(
-            p is not None for p in (self.timeout_s, self.deadline_s, self.retry, self.limiter, self.slots)
+            p is not None
+            for p in (self.timeout_s, self.deadline_s, self.retry, self.limiter, self.slots)
         )
 
     @property

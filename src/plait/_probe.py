@@ -3,8 +3,9 @@ how the first real calls behave when timed.
 
 The sample runs the user's function on the first items of the input, in the calling thread:
 
-- it stops at 8 calls, or before the calls would pass 50 ms; microsecond calls continue to at
-  most 64 calls or 1 ms, so that one cold call does not decide;
+- it stops at 8 calls, or before the calls would pass 50 ms, or after calls of 10 ms and more
+  that clearly wait (under 5% CPU) or clearly compute (over 95%); microsecond calls continue
+  to at most 64 calls or 1 ms, so that one cold call does not decide;
 - it pulls one item at a time, so an infinite generator is read only as far as the sample;
 - its outcomes, errors included, are kept in ``head`` (a ``ChunkResult`` of items 0..k-1) and
   are never recomputed; ``rest`` is the input after them;
@@ -37,6 +38,8 @@ SAMPLE_CALLS = 8  # calls timed when they take more than a few microseconds
 SAMPLE_BUDGET_S = 0.05  # the sample stops before its calls would pass this wall time
 TINY_SAMPLE_CALLS = 64  # microsecond calls: up to this many ...
 TINY_SAMPLE_S = 0.001  # ... or until they have taken this long
+CLEAR_CALL_S = 0.01  # one call this long that clearly waits or clearly computes is enough
+CLEAR_SHARE = 0.05  # "clearly": under 5% or over 95% of its time on the CPU
 TRIAL_THREADS_MAX = 4  # the thread trial uses min(cores, this) threads
 TRIAL_S = 0.01  # each trial thread runs calls for about this long
 TRIAL_CALLS_MAX = 64  # and at most this many calls
@@ -66,16 +69,19 @@ def is_async_input(items: Any) -> bool:
 class Trial:
     """The same calls on several threads at once.
 
-    ``busy_cores`` is the CPU time the threads used divided by the trial's wall time: code that
-    holds the GIL cannot pass 1.0 however many threads run it, code that releases the GIL
-    (hashing, compression, numpy) approaches the number of threads. Unlike a speedup it does
-    not depend on the sample's timings, so it stays clear on a noisy machine.
+    ``parallel`` is how many of the threads ran at a time, on average: the CPU time of all
+    the threads over the trial's wall time. Code that holds the GIL cannot pass 1.0 however
+    many threads run it, on any machine; code that releases it (hashing, compression, numpy)
+    approaches the number of threads when the cores are free. On a loaded machine it reads
+    low, so such code may go to processes: the safe side. (Subtracting the time a thread sat
+    queued for a CPU does not help: a thread that waits for the GIL wakes up every switch
+    interval, and on a busy machine those wake-ups queue too.)
     """
 
     threads: int
     calls: int
     wall_s: float
-    busy_cores: float
+    parallel: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +96,16 @@ class Sample:
     wall_s: float  # their total wall time
     cpu_s: float  # their total CPU time (this thread, user + system)
     per_call_s: float  # median wall time of one call
+    queued_s: float = 0.0  # time the thread waited for a CPU (a busy machine), Linux only
     returned_awaitable: bool = False  # fn returned an awaitable: nothing was kept
     trial: Trial | None = None
 
     @property
     def cpu_share(self) -> float:
-        """Fraction of the calls' wall time spent on the CPU (the rest is waiting)."""
-        return min(1.0, self.cpu_s / self.wall_s) if self.wall_s > 0 else 1.0
+        """Fraction of the calls' wall time spent on the CPU; the rest is waiting (for I/O,
+        a lock, a sleep), not counting the time spent queued for a CPU on a busy machine."""
+        active = self.wall_s - self.queued_s
+        return min(1.0, self.cpu_s / active) if active > 0 else 1.0
 
 
 def _median(values: list[float]) -> float:
@@ -131,11 +140,13 @@ class _Recorder:
         return ChunkResult(self.values, self.errors or None, elapsed)
 
 
-def _enough(calls: int, spent_s: float) -> bool:
+def _enough(calls: int, spent_s: float, cpu_s: float) -> bool:
     if calls == 0:
         return False
     if calls >= TINY_SAMPLE_CALLS or spent_s + spent_s / calls > SAMPLE_BUDGET_S:
         return True
+    if spent_s >= CLEAR_CALL_S * calls and abs(cpu_s / spent_s - 0.5) > 0.5 - CLEAR_SHARE:
+        return True  # long calls, and another would not change the verdict: save its time
     return calls >= SAMPLE_CALLS and spent_s >= TINY_SAMPLE_S
 
 
@@ -157,8 +168,9 @@ def take_sample(fn: Callable[[Any], Any], items: Iterable[Any], *, stop_on_error
     record = _Recorder()
     walls: list[float] = []
     cpu_s = 0.0
+    queued_at_start = queued_s()
     exhausted = False
-    while not _enough(len(walls), sum(walls)):
+    while not _enough(len(walls), sum(walls), cpu_s):
         try:
             item = next(source)
         except StopIteration:
@@ -176,10 +188,20 @@ def take_sample(fn: Callable[[Any], Any], items: Iterable[Any], *, stop_on_error
         if error is not None and stop_on_error:
             break
     per_call = _median(walls)
+    queued = max(0.0, queued_s() - queued_at_start)
     return Sample(
         record.inputs, record.result(per_call), source, exhausted, len(walls), sum(walls),
-        cpu_s, per_call,
+        cpu_s, per_call, queued,
     )
+
+
+def queued_s() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat; else 0)."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _awaitable_sample(value: Any, item: Any, source: Iterator[Any], record: _Recorder) -> Sample:
@@ -202,13 +224,13 @@ def thread_trial(fn: Callable[[Any], Any], sample: Sample, threads: int) -> Samp
     if len(pulled) < 2:  # nothing to compare: put the item back, uncomputed
         return replace(sample, rest=itertools.chain(pulled, rest), exhausted=exhausted)
     blocks = [pulled[i : i + per_thread] for i in range(0, len(pulled), per_thread)]
-    outcomes, wall, cpu = _run_blocks(fn, blocks)
+    outcomes, wall, parallel = _run_blocks(fn, blocks)
     record = _Recorder()
     record.inputs, record.values = list(sample.inputs), list(sample.head.values)
     record.errors = dict(sample.head.errors or {})
     for item, (value, error) in zip(pulled, outcomes, strict=True):
         record.add(item, value, error)
-    trial = Trial(len(blocks), len(pulled), wall, cpu / wall if wall > 0 else 1.0)
+    trial = Trial(len(blocks), len(pulled), wall, parallel)
     return replace(
         sample, inputs=record.inputs, head=record.result(sample.per_call_s), rest=rest,
         exhausted=exhausted, trial=trial,
@@ -231,7 +253,7 @@ def _run_blocks(
     fn: Callable[[Any], Any], blocks: list[list[Any]],
 ) -> tuple[list[tuple[Any, BaseException | None]], float, float]:
     """Each block on its own thread, all released at once: the outcomes, the wall time from the
-    first start to the last end, and the CPU time of all the threads."""
+    first start to the last end, and how many threads ran at a time (see ``Trial``)."""
     results: list[list[tuple[Any, BaseException | None]]] = [[] for _ in blocks]
     spans: list[tuple[float, float]] = [(0.0, 0.0)] * len(blocks)
     cpu = [0.0] * len(blocks)
@@ -255,7 +277,8 @@ def _run_blocks(
     for worker in workers:
         worker.join()
     wall = max(end for _, end in spans) - min(start for start, _ in spans)
-    return [outcome for block in results for outcome in block], wall, sum(cpu)
+    parallel = sum(cpu) / wall if wall > 0 else 1.0
+    return [outcome for block in results for outcome in block], wall, parallel
 
 
 def pickle_problem(fn: Callable[..., Any], inputs: list[Any], values: list[Any]) -> str | None:

@@ -11,7 +11,6 @@ between 0 and the cap, which spreads the retries of many callers that failed tog
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random as _random
 import time
@@ -116,6 +115,8 @@ def retry_after_s(header: str | None, *, now: Callable[[], float] = time.time) -
     try:
         seconds = float(text)
     except ValueError:
+        import email.utils  # only for the rare HTTP-date form; it is slow to import
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

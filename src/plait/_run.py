@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import operator
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -44,7 +45,9 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
         from ._auto import decide
 
         auto = decide(fn, items, options, length)
-        name = "thread" if auto.backend == "inline" and _needs_stoppable(fn, options) else auto.backend
+        name = (
+            "thread" if auto.backend == "inline" and _needs_stoppable(fn, options) else auto.backend
+        )
         backend = create_backend(name, auto.workers, options)
         plan = Plan(fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head)
     else:
@@ -86,13 +89,21 @@ def create_backend(name: str, workers: int | None, options: Options) -> Backend:
 
 def _policies(options: Options) -> Policies:
     return Policies(
-        timeout_s=options.timeout, deadline_s=options.deadline, retries=options.retries,
-        retry_on=options.retry_on, rate=options.rate, burst=options.burst,
-        concurrency=options.concurrency, limit_key=options.limit_key, clock=options.clock,
+        timeout_s=options.timeout,
+        deadline_s=options.deadline,
+        retries=options.retries,
+        retry_on=options.retry_on,
+        rate=options.rate,
+        burst=options.burst,
+        concurrency=options.concurrency,
+        limit_key=options.limit_key,
+        clock=options.clock,
     )
 
 
-def _scheduler(plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.AbstractEventLoop) -> Scheduler:
+def _scheduler(
+    plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.AbstractEventLoop
+) -> Scheduler:
     opts = plan.options
     window = Window(max(2, 2 * plan.backend.workers), loop)
     policies = _policies(opts)
@@ -103,8 +114,14 @@ def _scheduler(plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.Abs
         source.next_index = len(plan.head.values)
         chunker.learn(len(plan.head.values), plan.head.elapsed_s)
     return Scheduler(
-        plan.backend, plan.handle, source, sink_for(window), window,
-        ordered=opts.ordered, stop_on_error=opts.errors == "raise", policies=policies,
+        plan.backend,
+        plan.handle,
+        source,
+        sink_for(window),
+        window,
+        ordered=opts.ordered,
+        stop_on_error=opts.errors == "raise",
+        policies=policies,
     )
 
 
@@ -123,7 +140,9 @@ def run_sync(plan: Plan) -> Iterator[Any]:
     if _runs_inline(plan):
         return _run_inline(plan)
     if on_background_loop():
-        raise RuntimeError("plait's sync API was called from a coroutine it runs; use plait.amap there")
+        raise RuntimeError(
+            "plait's sync API was called from a coroutine it runs; use plait.amap there"
+        )
     return _run_on_loop(plan)
 
 
@@ -160,14 +179,14 @@ def _with_head(plan: Plan, entries: Iterable[Entry]) -> Iterator[Entry]:
     yield from entries
 
 
-def _finish(plan: Plan, future: concurrent.futures.Future[None], interrupted: BaseException | None) -> None:
+def _finish(
+    plan: Plan, future: concurrent.futures.Future[None], interrupted: BaseException | None
+) -> None:
     """Stop the scheduler if it still runs, then release the workers."""
     if not future.done():
         future.cancel()
-        try:
+        with contextlib.suppress(BaseException):  # it was cancelled: its outcome is moot
             future.result(timeout=_CANCEL_WAIT_S)
-        except BaseException:
-            pass
     if plan.owned:
         _close(plan.backend, interrupted)
 
@@ -211,7 +230,7 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
 
     task = loop.create_task(_scheduler(plan, sink_for, loop).run())
     if plan.owned:  # also when this generator is dropped unclosed and its loop shuts down
-        task.add_done_callback(lambda t: t.cancelled() and _close(plan.backend, asyncio.CancelledError()))
+        task.add_done_callback(lambda t: _close_if_cancelled(t, plan.backend))
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
@@ -253,12 +272,19 @@ def _close(backend: Backend, interrupted: BaseException | None) -> None:
     backend.close(cancel=interrupted is not None, wait=_ABANDON_GRACE_S if abandon else True)
 
 
+def _close_if_cancelled(task: asyncio.Task[None], backend: Backend) -> None:
+    if task.cancelled():
+        _close(backend, asyncio.CancelledError())
+
+
 def collect(plan: Plan) -> list[Any]:
     """plait.map: the whole run on the private loop, one hand-off at the end."""
     if _runs_inline(plan):
         return list(_run_inline(plan))
     if on_background_loop():
-        raise RuntimeError("plait's sync API was called from a coroutine it runs; use plait.amap there")
+        raise RuntimeError(
+            "plait's sync API was called from a coroutine it runs; use plait.amap there"
+        )
     finished = threading.Event()
 
     async def gather_all() -> list[Any]:

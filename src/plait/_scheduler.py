@@ -73,8 +73,16 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 class Scheduler:
     def __init__(
-        self, backend: Backend, handle: Any, source: Source, sink: Sink, window: Window, *,
-        ordered: bool, stop_on_error: bool, policies: Policies | None = None,
+        self,
+        backend: Backend,
+        handle: Any,
+        source: Source,
+        sink: Sink,
+        window: Window,
+        *,
+        ordered: bool,
+        stop_on_error: bool,
+        policies: Policies | None = None,
     ) -> None:
         self._policies = policies if policies is not None and policies.active else None
         self._backend = backend
@@ -99,7 +107,8 @@ class Scheduler:
             error = self._input_error
         except TimeoutError:
             error = TaskTimeout(
-                f"the run passed its deadline of {deadline_s:g} s; the tasks still running were stopped"
+                f"the run passed its deadline of {deadline_s:g} s; "
+                "the tasks still running were stopped"
             )
         except BaseExceptionGroup as failure:
             error = failure.exceptions[0]

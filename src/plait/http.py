@@ -42,7 +42,14 @@ import importlib
 import os
 import queue
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
     from ._http import Engine
 
 __all__ = [
+    "Backoff",
     "BodyTooLarge",
     "ConnectionFailed",
     "FetchError",
@@ -204,7 +212,9 @@ class FetchStats:
     nbytes: int = 0
 
 
-def fetch_all(requests: Iterable[str | Request], /, **options: Any) -> Iterator[Response]:
+def fetch_all(
+    requests: Iterable[str | Request], /, **options: Any
+) -> Generator[Response, None, None]:
     """Fetch every URL or ``Request`` at once; yield one ``Response`` per input as a stream.
 
     Options (keyword only):
@@ -225,8 +235,8 @@ def fetch_all(requests: Iterable[str | Request], /, **options: Any) -> Iterator[
         error_for_status=True  a final status >= 400 sets ``error`` (HTTPStatusError)
         progress=False    a progress bar on stderr with done/failed/retrying counts
 
-    The run happens on plait's private event-loop thread; leaving the loop early (``break``)
-    cancels what is in flight. Inside a coroutine use ``afetch_all``.
+    The run happens on plait's private event-loop thread; leaving the loop early (``break``,
+    ``close()``) cancels what is in flight. Inside a coroutine use ``afetch_all``.
     """
     config = make_config(**options)
     engine_type = _engine_type()
@@ -328,7 +338,9 @@ def _engine_type() -> type[Engine]:
     return Engine
 
 
-def _stream(engine: Engine, requests: Iterable[str | Request]) -> Iterator[Response]:
+def _stream(
+    engine: Engine, requests: Iterable[str | Request]
+) -> Generator[Response, None, None]:
     if hasattr(requests, "__aiter__"):
         raise TypeError("fetch_all takes an iterable; for an async iterable use afetch_all")
     from ._bridge import background_loop
@@ -341,7 +353,7 @@ def _stream(engine: Engine, requests: Iterable[str | Request]) -> Iterator[Respo
     bar = _progress(engine)
     try:
         for response in channel:
-            bar.update()
+            bar.update(response)
             engine.taken()
             yield response
     finally:
@@ -364,7 +376,7 @@ async def _astream(
     bar = _progress(engine)
     try:
         async for response in channel:
-            bar.update()
+            bar.update(response)
             engine.taken()
             yield response
     finally:
@@ -459,7 +471,7 @@ class _LoopChannel:
 
 
 class _NoBar:
-    def update(self) -> None:
+    def update(self, response: Response) -> None:
         pass
 
     def close(self) -> None:
@@ -467,7 +479,9 @@ class _NoBar:
 
 
 class _Bar:
-    """tqdm on stderr: count and rate, with ok/failed/retrying refreshed a few times a second."""
+    """tqdm on stderr: count and rate, with ok/failed/retrying refreshed a few times a second.
+
+    ok and failed count the results the consumer took; retrying is the engine's live count."""
 
     _EVERY_S = 0.2
 
@@ -475,19 +489,21 @@ class _Bar:
         tqdm = importlib.import_module("tqdm").tqdm
         self._stats = stats
         self._bar: Any = tqdm(desc="fetch", unit="req", mininterval=self._EVERY_S)
-        self._pending = 0
+        self._pending = self._failed = self._done = 0
         self._last = 0.0
 
-    def update(self) -> None:
+    def update(self, response: Response) -> None:
         self._pending += 1
+        self._done += 1
+        self._failed += response.error is not None
         now = time.monotonic()
         if now - self._last >= self._EVERY_S:
             self._last = now
             self._push()
 
     def _push(self) -> None:
-        s = self._stats
-        postfix = f"ok={s.ok} failed={s.failed} retrying={s.retrying}"
+        ok, failed = self._done - self._failed, self._failed
+        postfix = f"ok={ok} failed={failed} retrying={self._stats.retrying}"
         self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.update(self._pending)
         self._pending = 0

@@ -21,8 +21,8 @@ from typing import Any
 
 from .._exceptions import SerializationError, WorkerCrashed, describe_exit
 from ._base import ChunkResult, blocking_callable, timed_out
-from ._process_worker import decode_error
 from ._pool import QueuePool
+from ._process_worker import decode_error
 
 _fn_ids = itertools.count(1)
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,7 +54,13 @@ class WorkerProcess:
         lifeline_r, self._lifeline_w = os.pipe()
         child_fd = child_sock.fileno()
         self.popen = subprocess.Popen(
-            [sys.executable, "-c", _BOOT.format(root=_PACKAGE_ROOT), str(child_fd), str(lifeline_r)],
+            [
+                sys.executable,
+                "-c",
+                _BOOT.format(root=_PACKAGE_ROOT),
+                str(child_fd),
+                str(lifeline_r),
+            ],
             pass_fds=(child_fd, lifeline_r),
             start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers
         )
@@ -129,12 +135,17 @@ class ProcessBackend(QueuePool[_Slot]):
     name = "process"
 
     def __init__(
-        self, workers: int, *, initializer: Callable[[], Any] | None = None,
+        self,
+        workers: int,
+        *,
+        initializer: Callable[[], Any] | None = None,
         max_tasks_per_worker: int | None = None,
     ) -> None:
         super().__init__(workers)
         self._max_tasks = max_tasks_per_worker
-        self._initializer = None if initializer is None else _dumps_function(initializer, "initializer")
+        self._initializer = (
+            None if initializer is None else _dumps_function(initializer, "initializer")
+        )
         self._slots: list[_Slot] = []
 
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
@@ -181,17 +192,27 @@ class ProcessBackend(QueuePool[_Slot]):
             return self._call(slot, handle, payload, len(items), timeout_s)
         except (WorkerCrashed, _Unreadable) as failure:
             if len(items) == 1 or self._cancelled:
-                error = failure if isinstance(failure, WorkerCrashed) else SerializationError(
-                    f"the task's result cannot be unpickled in the parent ({failure}); "
-                    "return plain data"
+                error = (
+                    failure
+                    if isinstance(failure, WorkerCrashed)
+                    else SerializationError(
+                        f"the task's result cannot be unpickled in the parent ({failure}); "
+                        "return plain data"
+                    )
                 )
-                return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), error), 0.0)
+                return ChunkResult(
+                    [None] * len(items), dict.fromkeys(range(len(items)), error), 0.0
+                )
             # Re-run one by one, so that only the item at fault fails.
             parts = [self._run_isolated(slot, handle, [item], timeout_s) for item in items]
             return _concat(parts)
 
     def _call(
-        self, slot: _Slot, handle: FunctionHandle, payload: bytes, count: int,
+        self,
+        slot: _Slot,
+        handle: FunctionHandle,
+        payload: bytes,
+        count: int,
         timeout_s: float | None,
     ) -> ChunkResult:
         if not slot.process.alive():  # died while idle (killed from outside): not this task
@@ -200,7 +221,9 @@ class ProcessBackend(QueuePool[_Slot]):
             result = slot.process.call(handle, payload, count, timeout_s)
             if result is None:
                 slot.replace()
-                return timed_out(count, timeout_s or 0.0, "its worker process was killed and replaced")
+                return timed_out(
+                    count, timeout_s or 0.0, "its worker process was killed and replaced"
+                )
             return result
         except _Died:
             code = slot.process.exitcode()
@@ -241,8 +264,12 @@ def _dumps_items(items: Sequence[Any]) -> tuple[bytes, dict[int, BaseException]]
 
 
 def _merge_bad(
-    backend: ProcessBackend, slot: _Slot, handle: FunctionHandle, items: Sequence[Any],
-    bad: dict[int, BaseException], timeout_s: float | None,
+    backend: ProcessBackend,
+    slot: _Slot,
+    handle: FunctionHandle,
+    items: Sequence[Any],
+    bad: dict[int, BaseException],
+    timeout_s: float | None,
 ) -> ChunkResult:
     """Run the picklable items of a chunk; the others fail with their SerializationError."""
     good = [i for i in range(len(items)) if i not in bad]
@@ -265,5 +292,3 @@ def _concat(parts: list[ChunkResult]) -> ChunkResult:
             errors[len(values) + i] = error
         values.extend(part.values)
     return ChunkResult(values, errors or None, sum(p.elapsed_s for p in parts))
-
-

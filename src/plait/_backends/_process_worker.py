@@ -43,7 +43,6 @@ class _WithTraceback:
         return _rebuild, (self.exc, self.tb)
 
 
-
 ErrorRecord = tuple[bytes | None, str, str, str]  # (pickled error, type, message, traceback)
 
 
@@ -60,7 +59,9 @@ def encode_result(result: ChunkResult) -> bytes:
             if i not in errors and not _picklable(value):
                 values[i] = None
                 message = f"the task's result ({type(value).__name__}) cannot be pickled back "
-                errors[i] = _error_record(SerializationError(message + "to the parent; return plain data"))
+                errors[i] = _error_record(
+                    SerializationError(message + "to the parent; return plain data")
+                )
         blob = pickle.dumps(values, protocol=5)
     return pickle.dumps((blob, errors, result.elapsed_s), protocol=5)
 
@@ -124,7 +125,7 @@ def _handle(message: bytes, functions: _Functions) -> ChunkResult:
     try:
         fn = functions.get(fn_id, blob)
     except Exception as exc:
-        hint = "the function could not be loaded in the worker process (define it in an importable module)"
+        hint = "the function could not be loaded in the worker (define it in an importable module)"
         return _failed_chunk(count, hint, exc)
     try:
         items = pickle.loads(payload)

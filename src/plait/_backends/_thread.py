@@ -4,10 +4,9 @@ queued chunks are dropped and running ones finish on their own (``wait=False`` s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
-
-import threading
 
 from ._base import ChunkResult, blocking_callable, close_thread_runner, run_chunk, timed_out
 from ._pool import QueuePool
@@ -36,7 +35,7 @@ class ThreadBackend(QueuePool[None]):
 
 
 def _run_with_timeout(handle: Any, items: Sequence[Any], timeout_s: float) -> ChunkResult:
-    """Run in a helper thread; past the timeout, report and abandon it (threads cannot be killed)."""
+    """Run in a helper thread; past the timeout report it and abandon the thread (no kill)."""
     results: list[ChunkResult] = []
 
     def run() -> None:
