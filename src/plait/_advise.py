@@ -1,9 +1,12 @@
 """``plait advise``: time a function on every backend and a few worker counts, then recommend.
 
-Each configuration runs the function over the sample (repeated, so that short samples still
-give a steady rate) for a fixed time, with ``errors="collect"``; its throughput is the results
-it delivered divided by the time, worker start-up included. ``auto`` runs the same way, so its
-row shows what the automatic choice gives, and the chart is a self-contained SVG.
+Every configuration runs the sample of inputs repeated to as many items as one after another
+would take ``seconds`` (from a short timed sample), with ``errors="collect"``; one that
+finishes in under half of ``seconds`` runs again with proportionally more items, so that start-up
+costs weigh the same everywhere, and one that runs past three times ``seconds`` is stopped.
+Its throughput is the results it delivered divided by the time, worker start-up included.
+``auto`` runs the same way, so its row shows what the automatic choice gives. The chart is a
+self-contained SVG.
 """
 
 from __future__ import annotations
@@ -61,10 +64,37 @@ def configurations(fn: Callable[..., Any], cores: int) -> list[tuple[str, int]]:
     return grid
 
 
-def time_run(
-    fn: Callable[..., Any], items: list[Any], backend: str, workers: int | None, seconds: float,
+MAX_WORK = 1_000_000  # items in one run at most
+OVERRUN = 3.0  # a run is stopped after this many times the planned seconds
+RERUNS = 2  # a run that was too short is repeated with more items at most this often
+
+
+def plan_work(fn: Callable[..., Any], items: list[Any], seconds: float) -> int:
+    """How many items a run gets: the sample repeated to about ``seconds`` of serial work."""
+    from ._probe import take_sample
+
+    per_call = max(take_sample(fn, items, stop_on_error=False).per_call_s, 1e-7)
+    return max(len(items), min(MAX_WORK, math.ceil(seconds / per_call)))
+
+
+def measure(
+    fn: Callable[..., Any], items: list[Any], count: int, backend: str, workers: int | None,
+    seconds: float,
 ) -> Run:
-    """Run over the items (again and again) for about ``seconds``; count what comes back."""
+    """One configuration: ``count`` items, more if that was over too soon (see the docstring)."""
+    for _ in range(RERUNS + 1):
+        work = list(itertools.islice(itertools.cycle(items), count))
+        run = time_run(fn, work, backend, workers, OVERRUN * seconds)
+        if run.elapsed_s >= seconds / 2 or count >= MAX_WORK or run.done < count:
+            break
+        count = min(MAX_WORK, math.ceil(count * min(50.0, seconds / max(run.elapsed_s, 1e-3))))
+    return run
+
+
+def time_run(
+    fn: Callable[..., Any], work: list[Any], backend: str, workers: int | None, limit_s: float,
+) -> Run:
+    """Run the work, or as much of it as fits in ``limit_s``; count what comes back."""
     import plait
 
     opts: dict[str, Any] = {"errors": "collect", "ordered": False}
@@ -73,15 +103,14 @@ def time_run(
     done = failed = 0
     with capture_decisions() as decisions:
         start = time.perf_counter()
-        results = plait.imap(fn, itertools.cycle(items), explain=backend == "auto", **opts)
-    elapsed = 0.0
+        results = plait.imap(fn, work, explain=backend == "auto", **opts)
     try:
         for outcome in results:
             done += 1
             failed += not outcome.ok
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
+            if time.perf_counter() - start >= limit_s:
                 break
+        elapsed = time.perf_counter() - start
     finally:
         close = getattr(results, "close", None)
         if close is not None:
@@ -122,12 +151,13 @@ def run_advise(
     fn: Callable[..., Any], items: list[Any], *, name: str, seconds: float, chart: str | None,
 ) -> int:
     cores = cpu_count()
-    print(f"plait advise {name}: {len(items)} inputs, {seconds:g} s per run, {cores} cores",
-          file=sys.stderr)
+    count = plan_work(fn, items, seconds)
+    print(f"plait advise {name}: {len(items)} inputs, repeated to {count:,} items per run "
+          f"(~{seconds:g} s one after another), {cores} cores", file=sys.stderr)
     runs: list[Run] = []
     for backend, workers in [*configurations(fn, cores), ("auto", None)]:
         print(f"  timing {backend} x {workers or 'auto'} ...", file=sys.stderr)
-        runs.append(time_run(fn, items, backend, workers, seconds))
+        runs.append(measure(fn, items, count, backend, workers, seconds))
     print(table(runs))
     print(recommendation(runs))
     if chart:

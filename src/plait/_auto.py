@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
 Need = Literal["sample", "trial", "pickle"]
 
-# The thresholds of the table, measured on a 2-core machine (Python 3.11); see the README's
-# benchmark table for what they give.
+# The thresholds of the table, set from measurements on a 2-core machine (CPython 3.11).
 TINY_CALL_S = 20e-6  # below this a call costs less than handing it to a thread or process
 IO_CPU_SHARE = 0.5  # calls that use the CPU less than half of their time mostly wait
 THREADS_MIN, THREADS_MAX = 4, 256  # worker bounds for threads sized from the wait ratio
@@ -326,8 +325,9 @@ def log(decision: Decision) -> None:
 def explain(fn: Callable[..., Any], items: Any, /, **opts: Any) -> Decision:
     """What ``plait.map(fn, items, **opts)`` would choose, and why.
 
-    This measures as ``map`` does: it calls ``fn`` on the first few items (at most 64, and
-    about 50 ms), so a generator passed here is consumed that far. The results are dropped.
+    This measures as ``map`` does: it calls ``fn`` on the first items (for about 50 ms, or
+    up to 64 microsecond calls; CPU-bound calls then also run a few more on 2-4 threads), so
+    a generator passed here is consumed that far. The results are dropped.
     """
     check_callable(fn)
     check_iterable(items)

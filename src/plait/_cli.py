@@ -179,9 +179,10 @@ def _dumps(value: Any) -> str:
 def _add_advise(sub: Any) -> None:
     parser = sub.add_parser(
         "advise", help="time MODULE:FUNCTION on every backend and recommend one",
-        description="Runs FUNCTION on a sample of the input (repeated while each run lasts) "
-        "under each backend and a few worker counts, prints a table of throughput, writes a "
-        "chart (SVG) and recommends the fastest. The function really runs, many times.",
+        description="Runs FUNCTION on a sample of the input (repeated to about --seconds of "
+        "work done one after another) under each backend and a few worker counts, prints a "
+        "table of throughput, writes a chart (SVG) and recommends the fastest. The function "
+        "really runs, many times.",
     )
     parser.add_argument("function", metavar="MODULE:FUNCTION")
     parser.add_argument("input", nargs="?", default=None, metavar="INPUT_FILE|-",
@@ -189,7 +190,7 @@ def _add_advise(sub: Any) -> None:
     parser.add_argument("--limit", type=_positive, default=200,
                         help="input lines used (default 200)")
     parser.add_argument("--seconds", type=_seconds, default=1.0,
-                        help="length of each timed run (default 1)")
+                        help="work per run, in seconds of calls one after another (default 1)")
     parser.add_argument("--chart", default="plait-advise.svg",
                         help="where to write the chart (default plait-advise.svg; '' for none)")
     parser.set_defaults(handler=_advise)

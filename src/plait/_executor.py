@@ -71,11 +71,13 @@ class Pool(concurrent.futures.Executor):
         chunksize: int | None = None,
         **opts: Any,
     ) -> list[Any]:
-        """Like ``plait.map``; several iterables are zipped and their items passed as arguments."""
+        """Like ``plait.map``; several iterables are zipped and their items passed as arguments.
+
+        As in ``Executor.map``, ``timeout`` bounds the whole call (plait's ``deadline``); the
+        per-task timeout of ``plait.map`` is ``pool.imap(..., timeout=)`` here.
+        """
         if timeout is not None:
-            raise ValueError(
-                "Pool.map takes no timeout yet; use concurrent.futures.wait on submit()"
-            )
+            opts = {**opts, "deadline": timeout}
         if len(iterables) != 1:
             rows: Iterator[tuple[tuple[Any, ...], dict[str, Any]]] = (
                 ((*args,), {}) for args in zip(*iterables, strict=False)

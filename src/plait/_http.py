@@ -54,7 +54,7 @@ def retryable(error: BaseException) -> bool:
 
 
 class Engine:
-    """One run: ``start(loop, emit)``, ``await run(source)``; ``taken()`` per consumed result."""
+    """One run: ``start(loop, emit)``, ``await run(source)``; ``taken(n)`` as results go."""
 
     def __init__(self, config: FetchConfig) -> None:
         self.config = config
@@ -86,9 +86,9 @@ class Engine:
         self._window = Window(self.config.window, loop)
         self._emit = emit
 
-    def taken(self) -> None:
-        """The consumer took one result: one more input may be read."""
-        self._window.release()
+    def taken(self, count: int = 1) -> None:
+        """The consumer took ``count`` results: as many more inputs may be read."""
+        self._window.release(count)
 
     async def run(self, source: Iterator[Any] | AsyncIterator[Any]) -> None:
         if isinstance(source, AsyncIterator):

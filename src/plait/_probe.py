@@ -140,14 +140,21 @@ class _Recorder:
         return ChunkResult(self.values, self.errors or None, elapsed)
 
 
-def _enough(calls: int, spent_s: float, cpu_s: float) -> bool:
+def _enough(calls: int, spent_s: float) -> bool:
     if calls == 0:
         return False
     if calls >= TINY_SAMPLE_CALLS or spent_s + spent_s / calls > SAMPLE_BUDGET_S:
         return True
-    if spent_s >= CLEAR_CALL_S * calls and abs(cpu_s / spent_s - 0.5) > 0.5 - CLEAR_SHARE:
-        return True  # long calls, and another would not change the verdict: save its time
     return calls >= SAMPLE_CALLS and spent_s >= TINY_SAMPLE_S
+
+
+def _clear(calls: int, spent_s: float, cpu_s: float, queued_s: Callable[[], float]) -> bool:
+    """Long calls that clearly wait or clearly compute: another would not change the verdict."""
+    if calls == 0 or spent_s < CLEAR_CALL_S * calls:
+        return False
+    active = spent_s - queued_s()
+    share = cpu_s / active if active > 0 else 1.0
+    return share < CLEAR_SHARE or share > 1 - CLEAR_SHARE
 
 
 def _timed_call(
@@ -167,10 +174,14 @@ def take_sample(fn: Callable[[Any], Any], items: Iterable[Any], *, stop_on_error
     source = iter(items)
     record = _Recorder()
     walls: list[float] = []
-    cpu_s = 0.0
+    spent_s = cpu_s = 0.0
     queued_at_start = queued_s()
     exhausted = False
-    while not _enough(len(walls), sum(walls), cpu_s):
+
+    def queued_since() -> float:
+        return max(0.0, queued_s() - queued_at_start)
+
+    while not (_enough(len(walls), spent_s) or _clear(len(walls), spent_s, cpu_s, queued_since)):
         try:
             item = next(source)
         except StopIteration:
@@ -184,14 +195,14 @@ def take_sample(fn: Callable[[Any], Any], items: Iterable[Any], *, stop_on_error
             return _awaitable_sample(value, item, source, record)
         record.add(item, value, error)
         walls.append(wall)
+        spent_s += wall
         cpu_s += cpu
         if error is not None and stop_on_error:
             break
     per_call = _median(walls)
-    queued = max(0.0, queued_s() - queued_at_start)
     return Sample(
-        record.inputs, record.result(per_call), source, exhausted, len(walls), sum(walls),
-        cpu_s, per_call, queued,
+        record.inputs, record.result(per_call), source, exhausted, len(walls), spent_s, cpu_s,
+        per_call, queued_since(),
     )
 
 

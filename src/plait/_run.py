@@ -107,7 +107,8 @@ def _scheduler(
     opts = plan.options
     window = Window(max(2, 2 * plan.backend.workers), loop)
     policies = _policies(opts)
-    chunksize = 1 if policies.per_task else plan.chunksize
+    one_by_one = policies.per_task or opts.max_tasks_per_worker is not None
+    chunksize = 1 if one_by_one else plan.chunksize
     chunker = Chunker(plan.backend.name, plan.backend.workers, chunksize, plan.length)
     source = Source(plan.items, chunker)
     if plan.head is not None:

@@ -45,6 +45,7 @@ import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Generator,
     Iterable,
     Iterator,
@@ -346,7 +347,7 @@ def _stream(
     from ._bridge import background_loop
 
     loop = background_loop()
-    channel = _ThreadChannel(loop)
+    channel = _ThreadChannel(loop, engine.taken)
     engine.start(loop, channel.put)
     future = asyncio.run_coroutine_threadsafe(engine.run(iter(requests)), loop)
     future.add_done_callback(channel.close)
@@ -354,7 +355,6 @@ def _stream(
     try:
         for response in channel:
             bar.update(response)
-            engine.taken()
             yield response
     finally:
         bar.close()
@@ -368,7 +368,7 @@ async def _astream(
     engine: Engine, requests: Iterable[str | Request] | AsyncIterable[str | Request]
 ) -> AsyncIterator[Response]:
     loop = asyncio.get_running_loop()
-    channel = _LoopChannel()
+    channel = _LoopChannel(engine.taken)
     engine.start(loop, channel.put)
     source = aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
     task = loop.create_task(engine.run(source))
@@ -377,7 +377,6 @@ async def _astream(
     try:
         async for response in channel:
             bar.update(response)
-            engine.taken()
             yield response
     finally:
         bar.close()
@@ -400,10 +399,14 @@ def _outcome(done: concurrent.futures.Future[None] | asyncio.Future[None]) -> Ba
 
 
 class _ThreadChannel:
-    """Responses from the loop to a consumer thread, batched once per loop turn."""
+    """Responses from the loop to a consumer thread, batched once per loop turn.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    ``taken(n)`` is called once a batch of n has been consumed (one call per batch, not per
+    response: each call may wake the loop from another thread)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, taken: Callable[[int], None]) -> None:
         self._loop = loop
+        self._taken = taken
         self._queue: queue.SimpleQueue[list[Response] | BaseException | _End] = queue.SimpleQueue()
         self._batch: list[Response] = []
 
@@ -432,12 +435,14 @@ class _ThreadChannel:
             if isinstance(batch, BaseException):
                 raise batch
             yield from batch
+            self._taken(len(batch))
 
 
 class _LoopChannel:
-    """Responses to a consumer coroutine on the same loop."""
+    """Responses to a consumer coroutine on the same loop; ``taken(n)`` as in _ThreadChannel."""
 
-    def __init__(self) -> None:
+    def __init__(self, taken: Callable[[int], None]) -> None:
+        self._taken = taken
         self._items: list[Response] = []
         self._next = 0
         self._end: BaseException | _End | None = None
@@ -461,6 +466,7 @@ class _LoopChannel:
                 items, self._items = self._items, []
                 for item in items:
                     yield item
+                self._taken(len(items))
                 continue
             if self._end is not None:
                 if isinstance(self._end, BaseException):

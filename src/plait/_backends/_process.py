@@ -68,6 +68,7 @@ class WorkerProcess:
         os.close(lifeline_r)
         self.conn = Connection(parent_sock.detach())
         self.known: set[int] = set()
+        self.ready = False
         self.conn.send_bytes(pickle.dumps({"sys_path": sys.path, "initializer": initializer}))
 
     def call(
@@ -77,6 +78,9 @@ class WorkerProcess:
         blob = None if handle.fn_id in self.known else handle.blob
         message = pickle.dumps((handle.fn_id, blob, payload, count), protocol=5)
         try:
+            if not self.ready:
+                self.conn.recv_bytes()  # the worker has started and run its initializer
+                self.ready = True
             self.conn.send_bytes(message)
             self.known.add(handle.fn_id)
             if timeout_s is not None and not self.conn.poll(timeout_s):

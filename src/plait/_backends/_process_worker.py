@@ -141,6 +141,7 @@ def serve(conn: Any, lifeline_fd: int) -> None:
     sys.path[:] = setup["sys_path"]
     if setup["initializer"] is not None:
         pickle.loads(setup["initializer"])()
+    conn.send_bytes(b"ready")  # timeouts count from here, not from the interpreter's start
     functions = _Functions()
     while True:
         try:
