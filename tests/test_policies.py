@@ -35,7 +35,11 @@ def _no_timed_threads_left() -> None:
 def test_timeout_fails_only_the_slow_task(backend: str) -> None:
     started = time.perf_counter()
     outcomes = plait.map(
-        _sleeper(backend), [0.01, 1.5, 0.01, 0.02], backend=backend, workers=2, timeout=0.3,
+        _sleeper(backend),
+        [0.01, 1.5, 0.01, 0.02],
+        backend=backend,
+        workers=2,
+        timeout=0.3,
         errors="collect",
     )
     took = time.perf_counter() - started
@@ -65,9 +69,7 @@ def test_inline_refuses_a_timeout_it_cannot_honour() -> None:
 def test_retries_record_attempts_and_wait_on_the_clock(backend: str, tmp_path: Path) -> None:
     clock = FakeClock()
     items = [(str(tmp_path / f"calls{i}"), failures) for i, failures in enumerate([0, 2, 5])]
-    outcomes = plait.map(
-        P.flaky, items, backend=backend, retries=3, errors="collect", clock=clock
-    )
+    outcomes = plait.map(P.flaky, items, backend=backend, retries=3, errors="collect", clock=clock)
     assert [o.attempts for o in outcomes] == [1, 3, 4]
     assert outcomes[0].value == "ok after 1" and outcomes[1].value == "ok after 3"
     assert isinstance(outcomes[2].error, P.Flaky)  # quarantined after 1 + 3 attempts
@@ -77,7 +79,12 @@ def test_retries_record_attempts_and_wait_on_the_clock(backend: str, tmp_path: P
 
 def test_retry_on_limits_what_is_retried() -> None:
     outcomes = plait.map(
-        P.value_error, [1, 2], backend="thread", retries=3, retry_on=P.Flaky, errors="collect",
+        P.value_error,
+        [1, 2],
+        backend="thread",
+        retries=3,
+        retry_on=P.Flaky,
+        errors="collect",
         clock=FakeClock(),
     )
     assert [o.attempts for o in outcomes] == [1, 1]
@@ -91,7 +98,12 @@ def test_errors_raise_after_retries_are_spent() -> None:
 
 def test_a_task_that_keeps_killing_workers_is_quarantined() -> None:
     outcomes = plait.map(
-        P.crash_on_three, range(6), backend="process", workers=2, retries=1, errors="collect",
+        P.crash_on_three,
+        range(6),
+        backend="process",
+        workers=2,
+        retries=1,
+        errors="collect",
         clock=FakeClock(),
     )
     assert [o.ok for o in outcomes] == [True, True, True, False, True, True]
@@ -156,7 +168,9 @@ def test_concurrency_cap_is_independent_of_workers() -> None:
             running -= 1
         return x
 
-    assert plait.map(task, range(30), backend="thread", workers=10, concurrency=3) == list(range(30))
+    assert plait.map(task, range(30), backend="thread", workers=10, concurrency=3) == list(
+        range(30)
+    )
     assert peak == 3
 
 
@@ -199,8 +213,9 @@ def test_bad_policy_values_say_what_is_expected(option: str, value: Any) -> None
 
 def test_amap_honours_policies() -> None:
     async def main() -> list[Any]:
-        stream = plait.amap(P.asleep_for, [0.01, 2, 0.01], backend="asyncio", timeout=0.2,
-                            errors="collect")
+        stream = plait.amap(
+            P.asleep_for, [0.01, 2, 0.01], backend="asyncio", timeout=0.2, errors="collect"
+        )
         return [o async for o in stream]
 
     outcomes = asyncio.run(main())
@@ -221,8 +236,15 @@ def test_exactly_one_outcome_per_input_under_failures_retries_and_timeouts(
     items = [(i, fails, hangs and use_timeout) for i, (fails, hangs) in enumerate(flags)]
     fn = P.aproperty_task if backend == "asyncio" else P.property_task
     outcomes = plait.map(
-        fn, items, backend=backend, workers=3, retries=retries, ordered=ordered,
-        timeout=0.1 if use_timeout else None, errors="collect", clock=FakeClock(),
+        fn,
+        items,
+        backend=backend,
+        workers=3,
+        retries=retries,
+        ordered=ordered,
+        timeout=0.1 if use_timeout else None,
+        errors="collect",
+        clock=FakeClock(),
     )
     indexes = [o.index for o in outcomes]
     assert sorted(indexes) == list(range(len(items)))  # never lost, never doubled

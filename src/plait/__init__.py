@@ -40,3 +40,12 @@ for _name in __all__:
     if getattr(_obj, "__module__", "").startswith("plait."):
         _obj.__module__ = "plait"  # tracebacks and reprs show the public name
 del _name, _obj
+
+
+def __getattr__(name: str) -> object:
+    """``plait.http`` is imported on first use: it brings aiohttp's world with it."""
+    if name == "http":
+        import importlib
+
+        return importlib.import_module(".http", __name__)
+    raise AttributeError(f"module 'plait' has no attribute {name!r}")

@@ -311,6 +311,13 @@ def decide(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> Au
     return AutoPlan(decision.backend, decision.workers, decision.chunksize, s.rest, head)
 
 
+def announce(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> None:
+    """``explain=True`` with a named backend: log that choice too (nothing is measured)."""
+    decision = choose(initial_facts(fn, items, opts, length))
+    if isinstance(decision, Decision):
+        log(decision)
+
+
 def log(decision: Decision) -> None:
     """``explain=True``: the decision to the "plait" logger, or to stderr if none listens."""
     import logging

@@ -11,12 +11,14 @@ record of what it finished; ``--resume`` reads it back and fetches only the rest
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import IO, Any
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.output is None:
         print("plait fetch: --resume needs -o FILE (the results to resume)", file=sys.stderr)
         return EXIT_USAGE
-    from .http import fetch_all
+    from .http import afetch_all
 
     try:
         done = recorded_urls(args.output) if args.resume else set()
@@ -68,38 +70,57 @@ def run(args: argparse.Namespace) -> int:
         print(f"plait fetch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        results = fetch_all(
+        out = _open_output(args.output, append=args.resume)
+    except OSError as exc:
+        _close(source, sys.stdout)
+        print(f"plait fetch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        results = afetch_all(
             _skipping(read_urls(source), done), concurrency=args.concurrency,
             per_host=args.per_host, rate=args.rate, retries=args.retries, timeout=args.timeout,
             ordered=False, read="none", progress=not args.quiet,
         )
     except (OSError, ValueError, ImportError) as exc:
-        if source is not sys.stdin:
-            source.close()
+        _close(source, out)
         print(f"plait fetch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    out = _open_output(args.output, append=args.resume)
     summary = Summary(skipped=len(done))
     try:
-        for response in results:
-            out.write(json.dumps(result_line(response)) + "\n")
-            out.flush()
-            summary.add(response)
+        _drain(results, out, summary)
     except KeyboardInterrupt:
         summary.interrupted = True
     except BrokenPipeError:  # e.g. `plait fetch urls.txt | head`
         _silence_stdout()
         return EXIT_OK
     finally:
-        if source is not sys.stdin:
-            source.close()
-        if out is not sys.stdout:
-            out.close()
+        _close(source, out)
     if not args.quiet:
         print(summary.text(args.output), file=sys.stderr)
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILURES if summary.failed else EXIT_OK
+
+
+def _drain(results: AsyncIterator[Any], out: IO[str], summary: Summary) -> None:
+    """Write each result as it comes, flushed at once (a kill loses no finished line).
+
+    The run and the writing share one event loop in this thread: no hand-off to a consumer
+    thread, which measurably costs throughput (see benchmarks/w5_http.py)."""
+
+    async def drain() -> None:
+        async for response in results:
+            out.write(json.dumps(result_line(response)) + "\n")
+            out.flush()
+            summary.add(response)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(drain())
+        return
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called inside a running loop
+        pool.submit(asyncio.run, drain()).result()
 
 
 def result_line(response: Any) -> dict[str, Any]:
@@ -177,6 +198,13 @@ def _open_output(path: str | None, *, append: bool) -> IO[str]:
     if path is None:
         return sys.stdout
     return open(path, "a" if append else "w", encoding="utf-8")  # closed by run()
+
+
+def _close(source: IO[str], out: IO[str]) -> None:
+    if source is not sys.stdin:
+        source.close()
+    if out is not sys.stdout:
+        out.close()
 
 
 def _silence_stdout() -> None:

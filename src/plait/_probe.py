@@ -3,9 +3,10 @@ how the first real calls behave when timed.
 
 The sample runs the user's function on the first items of the input, in the calling thread:
 
-- it stops at 8 calls, or before the calls would pass 50 ms, or after calls of 10 ms and more
-  that clearly wait (under 5% CPU) or clearly compute (over 95%); microsecond calls continue
-  to at most 64 calls or 1 ms, so that one cold call does not decide;
+- it stops at 8 calls, or before the calls would pass 50 ms, or once calls that clearly wait
+  (under 5% CPU) or clearly compute (over 95%) have taken 20 ms, or one such call took 10 ms;
+  microsecond calls continue to at most 64 calls or 1 ms, so that one cold call does not
+  decide;
 - it pulls one item at a time, so an infinite generator is read only as far as the sample;
 - its outcomes, errors included, are kept in ``head`` (a ``ChunkResult`` of items 0..k-1) and
   are never recomputed; ``rest`` is the input after them;
@@ -38,8 +39,9 @@ SAMPLE_CALLS = 8  # calls timed when they take more than a few microseconds
 SAMPLE_BUDGET_S = 0.05  # the sample stops before its calls would pass this wall time
 TINY_SAMPLE_CALLS = 64  # microsecond calls: up to this many ...
 TINY_SAMPLE_S = 0.001  # ... or until they have taken this long
-CLEAR_CALL_S = 0.01  # one call this long that clearly waits or clearly computes is enough
-CLEAR_SHARE = 0.05  # "clearly": under 5% or over 95% of its time on the CPU
+CLEAR_CALL_S = 0.01  # calls this long that clearly wait or clearly compute: one is enough,
+CLEAR_SPENT_S = 0.02  # and shorter ones, once they have taken this long in all
+CLEAR_SHARE = 0.05  # "clearly": under 5% or over 95% of their time on the CPU
 TRIAL_THREADS_MAX = 4  # the thread trial uses min(cores, this) threads
 TRIAL_S = 0.01  # each trial thread runs calls for about this long
 TRIAL_CALLS_MAX = 64  # and at most this many calls
@@ -150,7 +152,7 @@ def _enough(calls: int, spent_s: float) -> bool:
 
 def _clear(calls: int, spent_s: float, cpu_s: float, queued_s: Callable[[], float]) -> bool:
     """Long calls that clearly wait or clearly compute: another would not change the verdict."""
-    if calls == 0 or spent_s < CLEAR_CALL_S * calls:
+    if calls == 0 or (spent_s < CLEAR_CALL_S * calls and spent_s < CLEAR_SPENT_S):
         return False
     active = spent_s - queued_s()
     share = cpu_s / active if active > 0 else 1.0

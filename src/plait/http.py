@@ -225,7 +225,8 @@ def fetch_all(
         burst=1           starts allowed at once before ``rate`` spaces them
         retries=3         extra attempts after connection errors, timeouts, 408/429/5xx
         timeout=30        seconds per attempt (connect_timeout=10 for the connection alone)
-        ordered=True      results in input order; False: as they complete
+        ordered=True      results in input order; False: as they complete (better when a few
+                          URLs are slow: in order, they hold the later results back)
         read="bytes"      body as bytes, "text", "json" (parsed), or "none" (count bytes only)
         headers=None      headers sent with every request
         max_body=100 MiB  longest body kept (None: no limit); longer ones give BodyTooLarge
@@ -235,25 +236,34 @@ def fetch_all(
         max_retry_after=120  longest Retry-After pause honoured, in seconds
         error_for_status=True  a final status >= 400 sets ``error`` (HTTPStatusError)
         progress=False    a progress bar on stderr with done/failed/retrying counts
+        clock=None        the time source of backoff, rate and pauses (tests pass a FakeClock)
+
+    Workers take inputs in order and wait at their host's gate, so a long run of URLs to one
+    capped host (``per_host``, ``rate``, a Retry-After pause) holds workers that could serve
+    other hosts: interleave hosts in the input for crawls.
 
     The run happens on plait's private event-loop thread; leaving the loop early (``break``,
     ``close()``) cancels what is in flight. Inside a coroutine use ``afetch_all``.
     """
+    if hasattr(requests, "__aiter__"):
+        raise TypeError("fetch_all takes an iterable; for an async iterable use afetch_all")
+    source = iter(requests)
     config = make_config(**options)
     engine_type = _engine_type()
     from ._bridge import on_background_loop
 
     if on_background_loop():
         raise RuntimeError("fetch_all was called from a coroutine that plait runs; use afetch_all")
-    return _stream(engine_type(config), requests)
+    return _stream(engine_type(config), source)
 
 
 def afetch_all(
     requests: Iterable[str | Request] | AsyncIterable[str | Request], /, **options: Any
 ) -> AsyncIterator[Response]:
     """``async for response in afetch_all(urls)``: ``fetch_all`` on the running event loop."""
+    source = aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
     config = make_config(**options)
-    return _astream(_engine_type()(config), requests)
+    return _astream(_engine_type()(config), source)
 
 
 def make_config(**options: Any) -> FetchConfig:
@@ -339,17 +349,13 @@ def _engine_type() -> type[Engine]:
     return Engine
 
 
-def _stream(
-    engine: Engine, requests: Iterable[str | Request]
-) -> Generator[Response, None, None]:
-    if hasattr(requests, "__aiter__"):
-        raise TypeError("fetch_all takes an iterable; for an async iterable use afetch_all")
+def _stream(engine: Engine, source: Iterator[str | Request]) -> Generator[Response, None, None]:
     from ._bridge import background_loop
 
     loop = background_loop()
     channel = _ThreadChannel(loop, engine.taken)
     engine.start(loop, channel.put)
-    future = asyncio.run_coroutine_threadsafe(engine.run(iter(requests)), loop)
+    future = asyncio.run_coroutine_threadsafe(engine.run(source), loop)
     future.add_done_callback(channel.close)
     bar = _progress(engine)
     try:
@@ -365,12 +371,11 @@ def _stream(
 
 
 async def _astream(
-    engine: Engine, requests: Iterable[str | Request] | AsyncIterable[str | Request]
+    engine: Engine, source: Iterator[str | Request] | AsyncIterator[str | Request]
 ) -> AsyncIterator[Response]:
     loop = asyncio.get_running_loop()
     channel = _LoopChannel(engine.taken)
     engine.start(loop, channel.put)
-    source = aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
     task = loop.create_task(engine.run(source))
     task.add_done_callback(channel.close)
     bar = _progress(engine)

@@ -1,0 +1,134 @@
+"""Shared fixtures: the backend matrix and a leak check that every test runs under.
+
+``tests/`` goes on ``sys.path`` so ``import _tasks`` works here and in worker processes
+(they receive the parent's ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+BACKENDS = ("inline", "thread", "process", "asyncio")
+LOOP_THREAD = "plait-loop"
+LEAK_GRACE_S = 1.0
+
+
+# --- processes and threads, read from the system -------------------------------------------
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of a process (R, S, Z...), or None if it no longer exists."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def pid_alive(pid: int) -> bool:
+    """Running or sleeping; a zombie (dead, not yet reaped) does not count."""
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def children(pid: int | None = None) -> set[int]:
+    """The direct children of a process (default: this one), zombies included."""
+    pid = os.getpid() if pid is None else pid
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.update(int(p) for p in handle.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def pool_threads() -> set[threading.Thread]:
+    """plait's pool threads; the one persistent loop thread is allowed."""
+    return {
+        t for t in threading.enumerate() if t.name.startswith("plait-") and t.name != LOOP_THREAD
+    }
+
+
+def non_daemon_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()}
+
+
+def wait_until(condition, timeout: float, interval: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def leaks(before_threads: set[threading.Thread], before_children: set[int]) -> list[str]:
+    """What was left behind since the snapshot, described for an assertion message."""
+    found = []
+    threads = (pool_threads() | non_daemon_threads()) - before_threads
+    if threads:
+        found.append(f"threads left running: {sorted(t.name for t in threads)}")
+    kids = children() - before_children
+    if kids:
+        described = {pid: process_state(pid) for pid in sorted(kids)}
+        found.append(f"child processes left (pid: state): {described}")
+    return found
+
+
+def assert_no_leaks_now(
+    before_threads: set[threading.Thread] | None = None, before_children: set[int] | None = None
+) -> None:
+    """Strict: nothing left at this very moment (no grace period)."""
+    problems = leaks(before_threads or set(), before_children or set())
+    assert not problems, "; ".join(problems)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test: no new pool/non-daemon threads and no child processes left at the end."""
+    before_threads = pool_threads() | non_daemon_threads()
+    before_children = children()
+    yield
+    gc.collect()  # objects that warn when collected (unclosed loops, sockets) warn in this test
+    wait_until(lambda: not leaks(before_threads, before_children), LEAK_GRACE_S)
+    problems = leaks(before_threads, before_children)
+    if problems:
+        for pid in children() - before_children:  # started by this test: do not poison the next
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        pytest.fail("leak after test: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for child scripts: they import plait and _tasks like the tests do."""
+    env = dict(os.environ)
+    src = str(Path(TESTS_DIR).parent / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, src, env.get("PYTHONPATH")) if p)
+    return env
