@@ -56,6 +56,10 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
                 "timeout needs a backend that can stop a task: use backend='thread', 'process' "
                 "or 'asyncio' (the inline backend runs in your own thread)"
             )
+        if options.explain:
+            from ._auto import announce
+
+            announce(fn, items, options, length)
         backend = create_backend(options.backend, options.workers, options)
         plan = Plan(fn, items, length, options, backend, True, None, options.chunksize)
     try:

@@ -25,11 +25,7 @@ from ._pool import QueuePool
 from ._process_worker import decode_error
 
 _fn_ids = itertools.count(1)
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_BOOT = (
-    "import sys; sys.path.insert(0, {root!r}); "
-    "from plait._backends._process_worker import main; main()"
-)
+_BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +52,7 @@ class WorkerProcess:
         self.popen = subprocess.Popen(
             [
                 sys.executable,
-                "-c",
-                _BOOT.format(root=_PACKAGE_ROOT),
+                _BOOT,
                 str(child_fd),
                 str(lifeline_r),
             ],
