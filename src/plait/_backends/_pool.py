@@ -7,19 +7,52 @@ it stops (``_close_worker``). Threads start lazily, one per chunk waiting, up to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Sequence
-from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 from ._base import ChunkResult, close_thread_runner
 
 W = TypeVar("W")
-_Task = tuple[Future[ChunkResult], Any, Sequence[Any], float | None]
 _pool_ids = itertools.count(1)
+
+
+class _Inbox:
+    """Results handed back to one event loop: one wake-up per batch, not one per chunk."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._ready: list[tuple[asyncio.Future[ChunkResult], ChunkResult]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, waiter: asyncio.Future[ChunkResult], result: ChunkResult) -> None:
+        with self._lock:
+            self._ready.append((waiter, result))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.call(self._drain)
+
+    def call(self, callback: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._scheduled = False
+        for waiter, result in ready:
+            if not waiter.done():
+                waiter.set_result(result)
+
+
+_Task = tuple[asyncio.Future[ChunkResult], _Inbox, Any, Sequence[Any], float | None]
 
 
 class QueuePool(Generic[W]):
@@ -34,25 +67,27 @@ class QueuePool(Generic[W]):
         self._closed = False
         self._cancelled = False
         self._prefix = f"plait-{self.name}-{next(_pool_ids)}"
+        self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def run(
         self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
     ) -> ChunkResult:
-        return await asyncio.wrap_future(self.submit(handle, items, timeout_s))
-
-    def submit(
-        self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
-    ) -> Future[ChunkResult]:
-        future: Future[ChunkResult] = Future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[ChunkResult] = loop.create_future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("this plait pool is shut down; create a new one")
-            self._tasks.put((future, handle, items, timeout_s))
+            inbox = self._inboxes.get(loop)
+            if inbox is None:
+                inbox = self._inboxes[loop] = _Inbox(loop)
+            self._tasks.put((waiter, inbox, handle, items, timeout_s))
             if self._idle <= 0 and len(self._threads) < self.workers:
                 self._start_thread()
             else:
                 self._idle -= 1
-        return future
+        return await waiter
 
     def _start_thread(self) -> None:
         name = f"{self._prefix}-{len(self._threads)}"
@@ -64,10 +99,10 @@ class QueuePool(Generic[W]):
         worker = self._open_worker()
         try:
             while (task := self._tasks.get()) is not None:
-                future, handle, items, timeout_s = task
-                if future.set_running_or_notify_cancel():
+                waiter, inbox, handle, items, timeout_s = task
+                if not waiter.cancelled():  # a late cancel only makes the result unused
                     worker, result = self._execute(worker, handle, items, timeout_s)
-                    future.set_result(result)
+                    inbox.put(waiter, result)
                 with self._lock:
                     self._idle += 1
         finally:
@@ -99,7 +134,7 @@ class QueuePool(Generic[W]):
             except queue.Empty:
                 return
             if task is not None:
-                task[0].cancel()
+                task[1].call(task[0].cancel)
 
     # Hooks for subclasses.
     def _open_worker(self) -> W:
