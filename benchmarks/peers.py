@@ -4,6 +4,7 @@ calls, which is how it is used in practice)."""
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import multiprocessing
 import multiprocessing.pool
@@ -21,6 +22,18 @@ def serial(fn: Fn, items: Sequence[Any]) -> list[Any]:
 
 def plait_map(fn: Fn, items: Sequence[Any], **options: Any) -> list[Any]:
     return plait.map(fn, items, **options)
+
+
+_warm_pools: dict[tuple[str, int], plait.Pool] = {}
+
+
+def plait_warm_pool(fn: Fn, items: Sequence[Any], backend: str, workers: int) -> list[Any]:
+    """A ``plait.Pool`` kept between calls, as joblib keeps its loky workers."""
+    pool = _warm_pools.get((backend, workers))
+    if pool is None:
+        pool = _warm_pools[backend, workers] = plait.Pool(backend=backend, workers=workers)
+        atexit.register(pool.shutdown)
+    return pool.map(fn, items)
 
 
 def thread_pool_executor(fn: Fn, items: Sequence[Any], workers: int | None = None) -> list[Any]:

@@ -34,6 +34,10 @@ def w1_tiny(report: Report, sizes: Sizes, repeat: int) -> list[Goal]:
     lineup.plait("plait inline", partial(plait_map, tiny, items, backend="inline"))
     lineup.plait("plait thread", partial(plait_map, tiny, items, backend="thread"))
     lineup.plait("plait process, auto chunks", partial(plait_map, tiny, items, backend="process"))
+    lineup.plait(
+        "plait.Pool process, kept warm",
+        partial(peers.plait_warm_pool, tiny, items, "process", workers),
+    )
     lineup.plait("plait auto", partial(plait_map, tiny, items, backend="auto"))
     lineup.add("multiprocessing.Pool.map", partial(peers.mp_pool_map, tiny, items, workers))
     lineup.add(
@@ -57,8 +61,15 @@ def w1_tiny(report: Report, sizes: Sizes, repeat: int) -> list[Goal]:
         median(timings, "multiprocessing.Pool.map"),
     )
     figure = f"plait {_s(mine)} s vs multiprocessing.Pool.map {_s(theirs)} s"
+    warm = median(timings, "plait.Pool process, kept warm")
     return [
-        goal_le("W1 process backend, auto chunks ≤ multiprocessing.Pool.map", mine, theirs, figure)
+        goal_le("W1 process backend, auto chunks ≤ multiprocessing.Pool.map", mine, theirs, figure),
+        goal_le(
+            "W1 plait.Pool (warm) ≤ multiprocessing.Pool.map",
+            warm,
+            theirs,
+            f"plait.Pool {_s(warm)} s vs multiprocessing.Pool.map {_s(theirs)} s",
+        ),
     ]
 
 
@@ -69,6 +80,10 @@ def w2_cpu(report: Report, sizes: Sizes, repeat: int) -> list[Goal]:
     lineup = Lineup()
     lineup.add("serial loop", partial(peers.serial, spin, items))
     lineup.plait("plait process", partial(plait_map, spin, items, backend="process"))
+    lineup.plait(
+        "plait.Pool process, kept warm",
+        partial(peers.plait_warm_pool, spin, items, "process", workers),
+    )
     lineup.plait("plait thread", partial(plait_map, spin, items, backend="thread"))
     lineup.plait("plait auto", partial(plait_map, spin, items, backend="auto"))
     lineup.add("ProcessPoolExecutor", partial(peers.process_pool_executor, spin, items, workers))
@@ -88,6 +103,7 @@ def w2_cpu(report: Report, sizes: Sizes, repeat: int) -> list[Goal]:
     ideal = None if serial is None else serial / workers
     show(report, lineup, timings, ideal)
     mine, joblib = median(timings, "plait process"), median(timings, "joblib (loky)")
+    warm = median(timings, "plait.Pool process, kept warm")
     bound = None if ideal is None else 1.08 * ideal
     vs_ideal = f"plait process {_s(mine)} s = {_x(mine, ideal)} the ideal {_s(ideal)} s"
     pool_startup(report, sizes, repeat)
@@ -98,6 +114,18 @@ def w2_cpu(report: Report, sizes: Sizes, repeat: int) -> list[Goal]:
             mine,
             joblib,
             f"plait {_s(mine)} s vs joblib {_s(joblib)} s",
+        ),
+        goal_le(
+            "W2 plait.Pool (warm, like loky) ≤ 1.08 x ideal",
+            warm,
+            bound,
+            f"plait.Pool {_s(warm)} s = {_x(warm, ideal)} the ideal {_s(ideal)} s",
+        ),
+        goal_le(
+            "W2 plait.Pool (warm, like loky) ≤ joblib",
+            warm,
+            joblib,
+            f"plait.Pool {_s(warm)} s vs joblib {_s(joblib)} s",
         ),
     ]
 
