@@ -92,7 +92,16 @@ class WorkerProcess:
         return ChunkResult(values, errors or None, elapsed)
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        if self.popen.poll() is not None:
+            return False
+        # A killed worker is a zombie a few ms before it can be reaped (its threads are still
+        # exiting); /proc sees that first, so a task is not sent to a worker already dead.
+        try:
+            with open(f"/proc/{self.popen.pid}/stat", "rb") as stat:
+                state = stat.read().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state not in (b"Z", b"X")
 
     def exitcode(self) -> int | None:
         try:
