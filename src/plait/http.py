@@ -449,7 +449,6 @@ class _LoopChannel:
     def __init__(self, taken: Callable[[int], None]) -> None:
         self._taken = taken
         self._items: list[Response] = []
-        self._next = 0
         self._end: BaseException | _End | None = None
         self._waiter: asyncio.Future[None] | None = None
 

@@ -130,7 +130,6 @@ class _Slot:
     def __init__(self, initializer: bytes | None) -> None:
         self.initializer = initializer
         self.process = WorkerProcess(initializer)
-        self.busy = False
         self.tasks = 0
 
     def replace(self) -> None:
@@ -180,11 +179,7 @@ class ProcessBackend(QueuePool[_Slot]):
     def _execute(
         self, worker: _Slot, handle: Any, items: Sequence[Any], timeout_s: float | None
     ) -> tuple[_Slot, ChunkResult]:
-        worker.busy = True
-        try:
-            result = self._run_isolated(worker, handle, items, timeout_s)
-        finally:
-            worker.busy = False
+        result = self._run_isolated(worker, handle, items, timeout_s)
         worker.tasks += len(items)
         if self._max_tasks is not None and worker.tasks >= self._max_tasks and not self._closed:
             worker.replace()  # recycle a worker that may leak
