@@ -17,7 +17,7 @@ from ._bridge import LoopSink, ThreadSink, background_loop, on_background_loop
 from ._chunks import Chunker, Source
 from ._options import Options
 from ._policies import Policies
-from ._progress import progress
+from ._progress import Bar, NoProgress, progress
 from ._results import expand
 from ._scheduler import Entry, Scheduler, Sink, Window
 
@@ -292,16 +292,78 @@ def collect(plan: Plan) -> list[Any]:
         )
     finished = threading.Event()
 
-    async def gather_all() -> list[Any]:
+    async def collect_and_signal() -> list[Any]:
         try:
-            return [value async for value in run_async(plan)]
+            return await collect_async(plan)
         finally:
             finished.set()
 
-    future = asyncio.run_coroutine_threadsafe(gather_all(), background_loop())
+    future = asyncio.run_coroutine_threadsafe(collect_and_signal(), background_loop())
     try:
         return future.result()
     except BaseException:
         future.cancel()
         finished.wait(_CANCEL_WAIT_S)
         raise
+
+
+class _ListSink:
+    """plait.map's sink: results go straight into one list on the loop, no consumer task."""
+
+    def __init__(self, window: Window, plan: Plan, bar: NoProgress | Bar) -> None:
+        self._window = window
+        self._errors = plan.options.errors
+        self._bar = bar
+        self.values: list[Any] = []
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, entry: Entry) -> None:
+        self._window.release()  # nothing streams: the window only paces the input
+        if self.error is not None:
+            return
+        start, result = entry
+        self._bar.update(len(result.values))
+        values, error = expand(start, result, self._errors)
+        self.values.extend(values)
+        if error is not None:
+            self.close(error)
+            if self.task is not None:
+                self.task.cancel()  # errors="raise": stop at once, as imap would
+
+    def close(self, error: BaseException | None) -> None:
+        if self.error is None and error is not None:
+            self.error = error
+
+
+async def collect_async(plan: Plan) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    bar = progress(plan.options.progress, plan.length, "plait")
+    sinks: list[_ListSink] = []
+
+    def sink_for(window: Window) -> _ListSink:
+        sinks.append(_ListSink(window, plan, bar))
+        return sinks[0]
+
+    scheduler = _scheduler(plan, sink_for, loop)
+    sink = sinks[0]
+    interrupted: BaseException | None = None
+    try:
+        if plan.head is not None:
+            sink.put((0, plan.head))
+            sink._window.acquire_nowait()  # the head took no slot: give back what put released
+        if sink.error is None:
+            sink.task = loop.create_task(scheduler.run())
+            await asyncio.wait({sink.task})
+    except BaseException as exc:
+        interrupted = exc
+        if sink.task is not None:
+            sink.task.cancel()
+        raise
+    finally:
+        bar.close()
+        if plan.owned:
+            _close(plan.backend, interrupted or sink.error)
+    if sink.error is not None:
+        raise sink.error
+    return sink.values

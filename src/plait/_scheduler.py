@@ -35,6 +35,11 @@ class Window:
         self._lock = threading.Lock()
         self._waiter: asyncio.Future[None] | None = None
 
+    def acquire_nowait(self) -> None:
+        """Take a slot even if none is free (to balance a release that had no acquire)."""
+        with self._lock:
+            self._free -= 1
+
     def try_acquire(self) -> bool:
         with self._lock:
             if self._free > 0:
