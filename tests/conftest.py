@@ -13,8 +13,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from http_server import Server
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 if TESTS_DIR not in sys.path:
@@ -132,3 +136,12 @@ def subprocess_env() -> dict[str, str]:
     src = str(Path(TESTS_DIR).parent / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, src, env.get("PYTHONPATH")) if p)
     return env
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """A real aiohttp test server on 127.0.0.1 (tests/http_server.py), one per test module."""
+    from http_server import Server
+
+    with Server() as running:
+        yield running

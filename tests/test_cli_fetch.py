@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,6 @@ LAUNCHER = (
     "p = argparse.ArgumentParser(prog='plait'); register(p.add_subparsers()); "
     "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))"
 )
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with Server() as running:
-        yield running
 
 
 @pytest.fixture(autouse=True)

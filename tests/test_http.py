@@ -37,12 +37,6 @@ FAST = Backoff(initial_s=0.01, max_s=0.05)  # quick retries for the tests
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with Server() as running:
-        yield running
-
-
 @pytest.fixture(autouse=True)
 def fresh_log(server: Server) -> None:
     server.clear()
