@@ -1,12 +1,19 @@
-"""Where results go: to a caller's thread (sync API) or to a coroutine on the same loop (amap).
+"""Where runs happen and where results go.
 
-The sync API drives the scheduler on one private event-loop thread, so it works the same from
-scripts, from threads and from inside a running loop (a notebook).
+Every run of the sync API (``plait.map``, ``imap``, ``fetch_all``) drives its scheduler on an
+event loop of its own, on a ``plait-loop`` thread leased for the run and shelved for reuse when
+the run ends. No two runs share a loop, so nothing one run does (a slow input, a task that
+blocks the loop, a stuck close) can slow or deadlock another one, and ``imap`` over ``imap``
+works. Results reach the caller's thread through a ``ThreadSink`` or, for ``amap``, a coroutine
+on the caller's loop through a ``LoopSink``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import queue
 import threading
 from collections import deque
@@ -14,26 +21,85 @@ from collections.abc import AsyncIterator, Iterator
 
 from ._scheduler import Entry, Window
 
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_thread: threading.Thread | None = None
-_loop_lock = threading.Lock()
 LOOP_THREAD_NAME = "plait-loop"
+MAX_IDLE_LOOPS = 2  # loops kept for the next runs; more concurrent runs start more
+_log = logging.getLogger("plait")
+
+
+class LoopThread:
+    """An event loop on a daemon thread that survives anything a callback raises."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._stopping = False
+        self.thread = threading.Thread(target=self._serve, name=LOOP_THREAD_NAME, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            try:
+                self.loop.run_forever()
+            except BaseException as exc:
+                _log.error("plait's event loop survived %r raised by a task", exc)
+        self.loop.close()
+
+    def stop(self) -> None:
+        """End the thread once the loop has run what it has (from any thread)."""
+        self._stopping = True
+        with contextlib.suppress(RuntimeError):  # already closed
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+_idle: list[LoopThread] = []
+_idle_lock = threading.Lock()
+_shared: LoopThread | None = None
+
+
+def lease_loop() -> LoopThread:
+    """A loop thread for one run, nobody else's until ``give_back``."""
+    with _idle_lock:
+        if _idle:
+            return _idle.pop()
+    return LoopThread()
+
+
+def give_back(lease: LoopThread) -> None:
+    """Shelve the loop for the next run once the tasks still on it have finished."""
+    with contextlib.suppress(RuntimeError):  # its thread ended: nothing to shelve
+        lease.loop.call_soon_threadsafe(_shelve_when_idle, lease)
+
+
+def _shelve_when_idle(lease: LoopThread) -> None:
+    pending = [task for task in asyncio.all_tasks(lease.loop) if not task.done()]
+    if pending:  # a task that ignores cancellation: this loop is reused only after it ends
+        waiter = asyncio.gather(*pending, return_exceptions=True)
+        waiter.add_done_callback(lambda _: _shelve_when_idle(lease))
+        return
+    with _idle_lock:
+        if len(_idle) < MAX_IDLE_LOOPS and lease not in _idle:
+            _idle.append(lease)
+            return
+    lease.stop()
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
-    """The private loop that drives the sync API, started on first use."""
-    global _loop, _loop_thread
-    with _loop_lock:
-        if _loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name=LOOP_THREAD_NAME, daemon=True)
-            thread.start()
-            _loop, _loop_thread = loop, thread
-        return _loop
+    """One long-lived loop for work that is not a run (``Pool.submit`` on asyncio)."""
+    global _shared
+    with _idle_lock:
+        if _shared is None:
+            _shared = LoopThread()
+        return _shared.loop
 
 
-def on_background_loop() -> bool:
-    return _loop_thread is not None and threading.current_thread() is _loop_thread
+def _forget_loops_after_fork() -> None:
+    """A forked child has none of its parent's threads: start afresh on first use."""
+    global _idle_lock, _shared
+    _idle.clear()
+    _idle_lock = threading.Lock()
+    _shared = None
+
+
+os.register_at_fork(after_in_child=_forget_loops_after_fork)
 
 
 class _End:

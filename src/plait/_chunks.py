@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import math
+import queue
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -32,27 +37,59 @@ class Chunker:
         self.size = max(1, min(wanted, self.size * MAX_GROWTH, self.cap))
 
 
+def _iterator_types(*examples: Any) -> tuple[type, ...]:
+    return tuple({type(example) for example in examples} | {type(iter(e)) for e in examples})
+
+
+# In-memory containers and endless counters: pulling from them never blocks, so it happens on
+# the loop itself. Any other iterable (a generator, a file, another imap) may block: a reader
+# thread pulls it, so results keep streaming while the input waits.
+_NEVER_BLOCKS = (
+    *_iterator_types(
+        [], (), range(0), range(1 << 70), {}, {}.keys(), {}.values(), {}.items(), set(),
+        frozenset(), "", b"", bytearray(), deque(),
+    ),
+    itertools.count,
+    itertools.repeat,
+)
+
+
+def never_blocks(items: Any) -> bool:
+    return type(items) in _NEVER_BLOCKS
+
+
 class Source:
     """Numbered chunks from a sync or async iterable; pulls only when asked."""
 
     def __init__(self, items: Any, chunker: Chunker) -> None:
         self._sync: Iterator[Any] | None = None
         self._async: AsyncIterator[Any] | None = None
+        self._reader: _Reader | None = None
         if hasattr(items, "__aiter__"):
             self._async = aiter(items)
         else:
             self._sync = iter(items)
+            if not never_blocks(items):
+                self._reader = _Reader(self._sync)
         self.is_async = self._async is not None
+        self.awaits = self.is_async or self._reader is not None  # pulls must be awaited
         self.chunker = chunker
         self.next_index = 0
         self.exhausted = False
 
-    async def take(self) -> tuple[int, list[Any]] | None:
+    def close(self) -> None:
+        """Let the reader thread go (after the pull it may be blocked in, if any)."""
+        if self._reader is not None:
+            self._reader.close()
+
+    async def take(self, size: int | None = None) -> tuple[int, list[Any]] | None:
         """The next chunk as (index of its first item, items), or None at the end."""
         if self.exhausted:
             return None
-        size = self.chunker.size
-        if self._sync is not None:
+        size = size or self.chunker.size
+        if self._reader is not None:
+            items = await self._reader.take(size)
+        elif self._sync is not None:
             items = list(itertools.islice(self._sync, size)) if size > 1 else self._one()
         else:
             items = await self._take_async(size)
@@ -90,3 +127,55 @@ class Source:
             if len(items) >= size:
                 break
         return items
+
+
+class _Reader:
+    """Pulls a sync iterator on a thread of its own, one request at a time."""
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self._iterator = iterator
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def take(self, size: int) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[Any]] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="plait-input", daemon=True)
+            self._thread.start()
+        self._requests.put((size, loop, waiter))
+        return await waiter
+
+    def _serve(self) -> None:
+        while (request := self._requests.get()) is not None:
+            size, loop, waiter = request
+            try:
+                items: list[Any] = list(itertools.islice(self._iterator, size))
+            except BaseException as exc:
+                _settle(loop, waiter, None, exc)
+            else:
+                _settle(loop, waiter, items, None)
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+
+_Request = tuple[int, asyncio.AbstractEventLoop, "asyncio.Future[list[Any]]"]
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    waiter: asyncio.Future[list[Any]],
+    items: list[Any] | None,
+    error: BaseException | None,
+) -> None:
+    def settle() -> None:
+        if waiter.done():
+            return
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(items or [])
+
+    with contextlib.suppress(RuntimeError):  # the run's loop is closed: nobody waits
+        loop.call_soon_threadsafe(settle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -58,10 +59,18 @@ def check_positive(name: str, value: Any) -> int | None:
 
 
 def _check_seconds(name: str, value: Any) -> float | None:
+    """A finite, positive number of seconds; None (not inf) means no limit."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < math.inf  # also refuses NaN
+    ):
+        raise ValueError(
+            f"{name} must be a positive, finite number of seconds, or None for no limit; "
+            f"got {value!r}"
+        )
     return float(value)
 
 
@@ -79,6 +88,14 @@ def options(**given: Any) -> Options:
         raise ValueError(f"kind must be 'io', 'cpu' or None, got {opts.kind!r}")
     if isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {opts.retries!r}")
+    if opts.rate is not None:
+        from ._ratelimit import Rate
+
+        Rate.parse(opts.rate)  # now, not at the first task
+    if opts.clock is not None and not all(
+        callable(getattr(opts.clock, name, None)) for name in ("now", "sleep")
+    ):
+        raise TypeError("clock must have now() and an async sleep(seconds)")
     for name in ("initializer", "limit_key"):
         if getattr(opts, name) is not None and not callable(getattr(opts, name)):
             raise TypeError(f"{name} must be callable, got {type(getattr(opts, name)).__name__}")

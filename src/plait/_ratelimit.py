@@ -16,6 +16,7 @@ reserved in the order callers arrive, so waiting callers never race each other.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -52,8 +53,8 @@ class Rate:
         if isinstance(spec, Rate):
             return spec
         if isinstance(spec, int | float) and not isinstance(spec, bool):
-            if spec <= 0:
-                raise ValueError(f"a rate must be positive, got {spec!r}")
+            if not 0 < spec < math.inf:  # also refuses NaN
+                raise ValueError(f"a rate must be positive and finite, got {spec!r}")
             return cls(float(spec))
         match = _RATE.match(spec.lower()) if isinstance(spec, str) else None
         if match is None or _unit(match.group(3)) is None:
@@ -63,7 +64,7 @@ class Rate:
             )
         count, multiple = float(match.group(1)), match.group(2)
         per_s = (float(multiple) if multiple else 1.0) * (_unit(match.group(3)) or 1.0)
-        if count <= 0 or per_s <= 0:
+        if not (0 < count < math.inf and 0 < per_s < math.inf):
             raise ValueError(f"a rate must be positive, got {spec!r}")
         return cls(count, per_s)
 

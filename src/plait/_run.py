@@ -13,7 +13,8 @@ from typing import Any
 
 from . import _backends
 from ._backends._base import Backend, ChunkResult, is_async_callable
-from ._bridge import LoopSink, ThreadSink, background_loop, on_background_loop
+from ._backends._pool import QueuePool
+from ._bridge import LoopSink, LoopThread, ThreadSink, give_back, lease_loop
 from ._chunks import Chunker, Source
 from ._options import Options
 from ._policies import Policies
@@ -144,15 +145,19 @@ def _runs_inline(plan: Plan) -> bool:
 def run_sync(plan: Plan) -> Iterator[Any]:
     if _runs_inline(plan):
         return _run_inline(plan)
-    if on_background_loop():
-        raise RuntimeError(
-            "plait's sync API was called from a coroutine it runs; use plait.amap there"
-        )
     return _run_on_loop(plan)
 
 
 def _run_on_loop(plan: Plan) -> Iterator[Any]:
-    loop = background_loop()
+    lease = lease_loop()
+    try:
+        yield from _stream_on(lease, plan)
+    finally:
+        give_back(lease)
+
+
+def _stream_on(lease: LoopThread, plan: Plan) -> Iterator[Any]:
+    loop = lease.loop
     sinks: list[ThreadSink] = []
 
     def sink_for(window: Window) -> ThreadSink:
@@ -198,29 +203,62 @@ def _finish(
 
 def _run_inline(plan: Plan) -> Iterator[Any]:
     """The inline backend in the caller's thread, with no scheduler in between."""
+    if not _fast_inline(plan):
+        for values, error in _inline_steps(plan):
+            yield from values
+            if error is not None:
+                raise error
+        return
+    values, error = _head(plan)
+    yield from values
+    if error is not None:
+        raise error
+    fn = plan.fn
+    for item in plan.items:
+        yield fn(item)
+
+
+def _collect_inline(plan: Plan) -> tuple[list[Any], BaseException | None]:
+    """``_run_inline`` for plait.map: a plain loop, so a task's StopIteration stays one."""
+    results: list[Any] = []
+    if not _fast_inline(plan):
+        for values, error in _inline_steps(plan):
+            results.extend(values)
+            if error is not None:
+                return results, error
+        return results, None
+    values, error = _head(plan)
+    results.extend(values)
+    if error is not None:
+        return results, error
+    fn, append = plan.fn, results.append
+    for item in plan.items:
+        append(fn(item))
+    return results, None
+
+
+def _fast_inline(plan: Plan) -> bool:
+    """Nothing to count or catch: the bare loop, as fast as the caller's own."""
+    return plan.options.errors == "raise" and not plan.options.progress
+
+
+def _head(plan: Plan) -> tuple[list[Any], BaseException | None]:
+    """The results of the items that backend="auto" sampled, if any."""
+    return ([], None) if plan.head is None else expand(0, plan.head, plan.options.errors)
+
+
+def _inline_steps(plan: Plan) -> Iterator[tuple[list[Any], BaseException | None]]:
+    from ._backends._base import run_chunk
+
     fn, errors = plan.fn, plan.options.errors
     bar = progress(plan.options.progress, plan.length, "plait")
-    first = 0
     try:
-        if plan.head is not None:
-            first = len(plan.head.values)
-            bar.update(first)
-            values, error = expand(0, plan.head, errors)
-            yield from values
-            if error is not None:
-                raise error
-        if errors == "raise" and not plan.options.progress:
-            for item in plan.items:
-                yield fn(item)
-            return
-        from ._backends._base import run_chunk
-
+        first = 0 if plan.head is None else len(plan.head.values)
+        bar.update(first)
+        yield _head(plan)
         for index, item in enumerate(plan.items, first):
             bar.update(1)
-            values, error = expand(index, run_chunk(fn, [item]), errors)
-            yield from values
-            if error is not None:
-                raise error
+            yield expand(index, run_chunk(fn, [item]), errors)
     finally:
         bar.close()
 
@@ -234,8 +272,9 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
         return sinks[0]
 
     task = loop.create_task(_scheduler(plan, sink_for, loop).run())
+    closer = _Closer(plan.backend)
     if plan.owned:  # also when this generator is dropped unclosed and its loop shuts down
-        task.add_done_callback(lambda t: _close_if_cancelled(t, plan.backend))
+        task.add_done_callback(closer.on_scheduler_done)
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
@@ -252,7 +291,7 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
     finally:
         bar.close()
         if plan.owned:
-            _close(plan.backend, interrupted)
+            await closer.close(interrupted)
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -277,28 +316,93 @@ def _close(backend: Backend, interrupted: BaseException | None) -> None:
     backend.close(cancel=interrupted is not None, wait=_ABANDON_GRACE_S if abandon else True)
 
 
-def _close_if_cancelled(task: asyncio.Task[None], backend: Backend) -> None:
-    if task.cancelled():
-        _close(backend, asyncio.CancelledError())
+class _Closer:
+    """Closes a run's backend once, on a thread of its own, for ``amap``: it runs on the
+    caller's loop, which other work shares, so joining threads or reaping processes must not
+    happen there. Whoever asks first starts it; every coroutine that asks waits for it."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._done = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def start(self, interrupted: BaseException | None) -> threading.Thread:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._close, args=(interrupted,), name="plait-close", daemon=True
+                )
+                self._thread.start()
+            return self._thread
+
+    def _close(self, interrupted: BaseException | None) -> None:
+        try:
+            _close(self._backend, interrupted)
+        finally:
+            with self._lock:
+                self._done = True
+                waiters, self._waiters = self._waiters, []
+            for loop, waiter in waiters:
+                with contextlib.suppress(RuntimeError):  # that loop is gone: nobody waits
+                    loop.call_soon_threadsafe(_set_done, waiter)
+
+    async def close(self, interrupted: BaseException | None) -> None:
+        if not isinstance(self._backend, QueuePool):  # nothing to join or reap
+            _close(self._backend, interrupted)
+            return
+        thread = self.start(interrupted)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if not self._done:
+                self._waiters.append((loop, waiter))
+            else:
+                waiter.set_result(None)
+        await asyncio.shield(waiter)
+        thread.join()  # it has finished its work: this returns at once
+
+    def on_scheduler_done(self, task: asyncio.Task[None]) -> None:
+        """The loop cancelled the run without closing the generator (it was dropped)."""
+        if not task.cancelled():
+            return
+        if isinstance(self._backend, QueuePool):
+            self.start(asyncio.CancelledError())
+        else:
+            _close(self._backend, asyncio.CancelledError())
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def collect(plan: Plan) -> list[Any]:
-    """plait.map: the whole run on the private loop, one hand-off at the end."""
+    """plait.map: the whole run on a loop of its own, one hand-off at the end."""
     if _runs_inline(plan):
-        return list(_run_inline(plan))
-    if on_background_loop():
-        raise RuntimeError(
-            "plait's sync API was called from a coroutine it runs; use plait.amap there"
-        )
+        values, error = _collect_inline(plan)
+    else:
+        lease = lease_loop()
+        try:
+            values, error = _collect_on(lease, plan)
+        finally:
+            give_back(lease)
+    if error is not None:
+        raise error  # here, not in a coroutine or generator: a StopIteration stays one
+    return values
+
+
+def _collect_on(lease: LoopThread, plan: Plan) -> tuple[list[Any], BaseException | None]:
     finished = threading.Event()
 
-    async def collect_and_signal() -> list[Any]:
+    async def collect_and_signal() -> tuple[list[Any], BaseException | None]:
         try:
             return await collect_async(plan)
         finally:
             finished.set()
 
-    future = asyncio.run_coroutine_threadsafe(collect_and_signal(), background_loop())
+    future = asyncio.run_coroutine_threadsafe(collect_and_signal(), lease.loop)
     try:
         return future.result()
     except BaseException:
@@ -336,7 +440,9 @@ class _ListSink:
             self.error = error
 
 
-async def collect_async(plan: Plan) -> list[Any]:
+async def collect_async(plan: Plan) -> tuple[list[Any], BaseException | None]:
+    """The results, and the error that stopped the run (returned: raising a StopIteration from
+    a coroutine would turn it into a RuntimeError)."""
     loop = asyncio.get_running_loop()
     bar = progress(plan.options.progress, plan.length, "plait")
     sinks: list[_ListSink] = []
@@ -364,6 +470,4 @@ async def collect_async(plan: Plan) -> list[Any]:
         bar.close()
         if plan.owned:
             _close(plan.backend, interrupted or sink.error)
-    if sink.error is not None:
-        raise sink.error
-    return sink.values
+    return sink.values, sink.error

@@ -12,7 +12,7 @@ import inspect
 import threading
 from typing import Any, Protocol
 
-from ._backends._base import Backend, ChunkResult, is_async_callable
+from ._backends._base import Backend, ChunkResult, is_async_callable, reraise_stop
 from ._chunks import Source
 from ._exceptions import TaskTimeout
 from ._policies import Policies
@@ -100,7 +100,7 @@ class Scheduler:
         self._stopping = False
         self._held: dict[int, Entry] = {}
         self._next_start = source.next_index  # after the items that auto sampled
-        self._take_lock = asyncio.Lock() if source.is_async else None
+        self._take_lock = asyncio.Lock() if source.awaits else None
         self._input_error: BaseException | None = None
 
     async def run(self) -> None:
@@ -121,6 +121,7 @@ class Scheduler:
             error = exc
             raise
         finally:
+            self._source.close()
             self._sink.close(error)
 
     async def _run_workers(self) -> None:
@@ -154,7 +155,7 @@ class Scheduler:
         while not self._stopping:
             if not window.try_acquire():
                 await window.acquire()
-            chunk = self._pull_one() if self._take_lock is None else await self._take()
+            chunk = self._pull_one() if self._take_lock is None else await self._take(1)
             if chunk is None:
                 window.release()
                 return
@@ -163,7 +164,8 @@ class Scheduler:
                 value = fn(items[0])
                 if always_await or inspect.isawaitable(value):
                     value = await value
-            except Exception as exc:
+            except BaseException as exc:
+                reraise_stop(exc)
                 if self._stop_on_error:
                     self._stopping = True
                 deliver((index, ChunkResult([None], {0: exc}, 0.0)))
@@ -175,7 +177,8 @@ class Scheduler:
             return None
         try:
             return self._source.take_one()
-        except Exception as exc:
+        except BaseException as exc:
+            reraise_stop(exc)
             self._fail_input(exc)
             return None
 
@@ -184,15 +187,16 @@ class Scheduler:
         self._input_error = exc
         self._stopping = True
 
-    async def _take(self) -> tuple[int, list[Any]] | None:
+    async def _take(self, size: int | None = None) -> tuple[int, list[Any]] | None:
         if self._stopping:
             return None
         try:
             if self._take_lock is None:
-                return await self._source.take()
-            async with self._take_lock:  # one puller at a time: async iterables may await
-                return await self._source.take()
-        except Exception as exc:
+                return await self._source.take(size)
+            async with self._take_lock:  # one puller at a time: input may be pulled in a thread
+                return await self._source.take(size)
+        except BaseException as exc:
+            reraise_stop(exc)
             self._fail_input(exc)
             return None
 

@@ -250,10 +250,6 @@ def fetch_all(
     source = iter(requests)
     config = make_config(**options)
     engine_type = _engine_type()
-    from ._bridge import on_background_loop
-
-    if on_background_loop():
-        raise RuntimeError("fetch_all was called from a coroutine that plait runs; use afetch_all")
     return _stream(engine_type(config), source)
 
 
@@ -350,9 +346,18 @@ def _engine_type() -> type[Engine]:
 
 
 def _stream(engine: Engine, source: Iterator[str | Request]) -> Generator[Response, None, None]:
-    from ._bridge import background_loop
+    from ._bridge import give_back, lease_loop
 
-    loop = background_loop()
+    lease = lease_loop()
+    try:
+        yield from _stream_on(lease.loop, engine, source)
+    finally:
+        give_back(lease)
+
+
+def _stream_on(
+    loop: asyncio.AbstractEventLoop, engine: Engine, source: Iterator[str | Request]
+) -> Generator[Response, None, None]:
     channel = _ThreadChannel(loop, engine.taken)
     engine.start(loop, channel.put)
     future = asyncio.run_coroutine_threadsafe(engine.run(source), loop)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._base import ChunkResult, timed_out
+from ._base import ChunkResult, reraise_stop, timed_out
 
 
 async def run_async_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
@@ -25,7 +25,8 @@ async def run_async_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> Chu
             if inspect.isawaitable(value):
                 value = await value
             values.append(value)
-        except Exception as exc:
+        except BaseException as exc:
+            reraise_stop(exc)
             if errors is None:
                 errors = {}
             errors[len(values)] = exc

@@ -57,7 +57,11 @@ class Backend(Protocol):
 
 
 def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
-    """Call ``fn`` on each item, catching each task's error on its own."""
+    """Call ``fn`` on each item, catching each task's error on its own.
+
+    Whatever a task raises is its outcome, ``SystemExit`` and ``StopIteration`` included; only a
+    Ctrl-C in the main thread stops the run (the inline backend runs there).
+    """
     values: list[Any] = []
     errors: dict[int, BaseException] | None = None
     append = values.append
@@ -65,12 +69,35 @@ def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
     for item in items:
         try:
             append(fn(item))
-        except Exception as exc:  # a task's own error is data, not a crash
+        except BaseException as exc:  # a task's own error is data, not a crash
+            reraise_stop(exc)
             if errors is None:
                 errors = {}
             errors[len(values)] = exc
             append(None)
     return ChunkResult(values, errors, time.perf_counter() - start)
+
+
+def reraise_stop(exc: BaseException) -> None:
+    """Re-raise ``exc`` if it means "stop the run" rather than "this task failed".
+
+    That is a Ctrl-C in the main thread (where the inline backend and ``amap`` run), or the
+    cancellation of the running asyncio task. A coroutine may raise ``CancelledError`` of its
+    own (say, from a future someone else cancelled): that is the task's error.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        if threading.current_thread() is threading.main_thread():
+            raise exc
+        return
+    import asyncio
+
+    if isinstance(exc, asyncio.CancelledError):
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running loop: a thread or process worker
+            return
+        if task is not None and task.cancelling():
+            raise exc
 
 
 def timed_out(count: int, timeout_s: float, how: str) -> ChunkResult:
