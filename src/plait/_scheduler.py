@@ -116,7 +116,7 @@ class Scheduler:
                 "the tasks still running were stopped"
             )
         except BaseExceptionGroup as failure:
-            error = failure.exceptions[0]
+            error = _unwrap(failure.exceptions[0])
         except BaseException as exc:
             error = exc
             raise
@@ -129,7 +129,7 @@ class Scheduler:
         work = self._work_items if fast else self._work
         async with asyncio.TaskGroup() as group:
             for _ in range(self._backend.workers):
-                group.create_task(work())
+                group.create_task(_guarded(work))
 
     async def _work(self) -> None:
         while not self._stopping:
@@ -208,3 +208,26 @@ class Scheduler:
         while (ready := self._held.pop(self._next_start, None)) is not None:
             self._next_start += len(ready[1].values)
             self._sink.put(ready)
+
+
+class _Escaped(Exception):
+    """Carries a SystemExit (say) that a user callback (``limit_key``, ``retry_on``) raised
+    outside any task: asyncio would let it out of the loop; it ends the run instead."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def _guarded(work: Any) -> None:
+    try:
+        await work()
+    except Exception:
+        raise
+    except BaseException as exc:
+        reraise_stop(exc)
+        raise _Escaped(exc) from None
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    return error.error if isinstance(error, _Escaped) else error
