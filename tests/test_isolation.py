@@ -30,7 +30,7 @@ def _in_thread(target: Any) -> tuple[threading.Thread, list[Any]]:
     def run() -> None:
         try:
             box.append(target())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             box.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
