@@ -1,9 +1,12 @@
 """Process backend: each pool thread owns one worker process and proxies chunks to it.
 
 Functions travel with cloudpickle (lambdas and closures work). Arguments, results and errors
-travel with pickle when it can carry them, else with cloudpickle: what the user's ``__main__``
-defines (a script, ``python -c``, a notebook) goes by value, and cloudpickle's class tracker
-hands the parent back its own classes, so ``except MyError`` and ``isinstance`` hold.
+travel with pickle, the fast path for plain data, and with cloudpickle when pickle cannot carry
+them: what the user's ``__main__`` defines (a script, ``python -c``, a notebook) goes by value,
+and cloudpickle's class tracker hands the parent back its own classes, so ``except MyError`` and
+``isinstance`` hold. Pickle names such a class by reference without complaint, and only the
+worker finds that its ``__main__`` lacks it: it asks for the chunk again (``RESEND``), and this
+pool sends arguments with cloudpickle from then on.
 
 A worker that dies fails only the task it ran (``WorkerCrashed``) and is replaced; a chunk that
 was running is re-run item by item so that only the item that kills its worker fails. Each
@@ -31,7 +34,7 @@ from .._exceptions import SerializationError, WorkerCrashed, describe_exit
 from . import START_DIR
 from ._base import ChunkResult, blocking_callable, timed_out
 from ._pool import QueuePool
-from ._process_worker import INIT_FAILED, READY, decode_error
+from ._process_worker import INIT_FAILED, READY, RESEND, decode_error
 
 _fn_ids = itertools.count(1)
 _BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
@@ -43,12 +46,20 @@ class FunctionHandle:
     blob: bytes
 
 
+# A chunk on the wire: (pickled items, how many, whether cloudpickle made the pickle).
+Payload = tuple[bytes, int, bool]
+
+
 class _Died(Exception):
     pass
 
 
 class _Unreadable(Exception):
     """The worker's results could not be unpickled here."""
+
+
+class _Resend(Exception):
+    """The worker could not unpickle the arguments: send them again with cloudpickle."""
 
 
 class _StartFailed(Exception):
@@ -98,11 +109,11 @@ class WorkerProcess:
         self.conn.send_bytes(pickle.dumps(setup))
 
     def call(
-        self, handle: FunctionHandle, payload: bytes, count: int, timeout_s: float | None
+        self, handle: FunctionHandle, chunk: Payload, timeout_s: float | None
     ) -> ChunkResult | None:
         """The chunk's results, or None if it ran past ``timeout_s`` (the worker is killed)."""
         blob = None if handle.fn_id in self.known else handle.blob
-        message = pickle.dumps((handle.fn_id, blob, payload, count), protocol=5)
+        message = pickle.dumps((handle.fn_id, blob, *chunk), protocol=5)
         try:
             if not self.ready:
                 self._wait_ready()
@@ -111,9 +122,12 @@ class WorkerProcess:
             if timeout_s is not None and not self.conn.poll(timeout_s):
                 self.kill()
                 return None
-            blob, records, elapsed = pickle.loads(self.conn.recv_bytes())
+            reply = self.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise _Died from exc
+        if reply == RESEND:
+            raise _Resend
+        blob, records, elapsed = pickle.loads(reply)
         try:
             values = pickle.loads(blob)
         except Exception as exc:
@@ -210,6 +224,7 @@ class ProcessBackend(QueuePool[_Slot]):
         self._live: set[WorkerProcess] = set()
         self._spawn_lock = threading.Lock()  # a cancel sees every worker started before it
         self._broken: BaseException | None = None  # why workers cannot start
+        self._by_value = False  # arguments go with cloudpickle (they named the user's __main__)
 
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
         return FunctionHandle(next(_fn_ids), _dumps_function(blocking_callable(fn), "function"))
@@ -263,11 +278,8 @@ class ProcessBackend(QueuePool[_Slot]):
     ) -> ChunkResult:
         if self._broken is not None:
             return _all_failed(len(items), self._broken)
-        payload, bad = _dumps_items(items)
-        if bad:
-            return _merge_bad(self, slot, handle, items, bad, timeout_s)
         try:
-            return self._call(slot, handle, payload, len(items), timeout_s)
+            return self._send(slot, handle, items, timeout_s)
         except _StartFailed as failure:
             if not self._cancelled:
                 self._broken = failure.error  # no restart loop: this pool's workers cannot start
@@ -287,18 +299,26 @@ class ProcessBackend(QueuePool[_Slot]):
             parts = [self._run_isolated(slot, handle, [item], timeout_s) for item in items]
             return _concat(parts)
 
+    def _send(
+        self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any], timeout_s: float | None
+    ) -> ChunkResult:
+        chunk, bad = _dumps_items(items, self._by_value)
+        if bad:
+            return _merge_bad(self, slot, handle, items, bad, timeout_s)
+        try:
+            return self._call(slot, handle, chunk, timeout_s)
+        except _Resend:
+            self._by_value = True
+            return self._send(slot, handle, items, timeout_s)
+
     def _call(
-        self,
-        slot: _Slot,
-        handle: FunctionHandle,
-        payload: bytes,
-        count: int,
-        timeout_s: float | None,
+        self, slot: _Slot, handle: FunctionHandle, chunk: Payload, timeout_s: float | None
     ) -> ChunkResult:
         if not slot.process.alive() and not self._cancelled:
             self._replace(slot)  # died while idle (killed from outside): not this task
+        count = chunk[1]
         try:
-            result = slot.process.call(handle, payload, count, timeout_s)
+            result = slot.process.call(handle, chunk, timeout_s)
         except _Died:
             code = slot.process.exitcode()
             if self._cancelled:
@@ -329,38 +349,36 @@ def _dumps_function(fn: Callable[..., Any], what: str) -> bytes:
         ) from exc
 
 
-def dumps(obj: Any) -> bytes:
-    """pickle, the fast path for plain data; cloudpickle when pickle fails, or when the pickle
-    names ``__main__``: a worker's ``__main__`` is ``_boot.py``, not the user's script, so what
-    it defines must go by value."""
-    try:
-        blob = pickle.dumps(obj, protocol=5)
-    except Exception:
-        pass
-    else:
-        if b"__main__" not in blob:
-            return blob
+def dumps(obj: Any, by_value: bool = False) -> tuple[bytes, bool]:
+    """The pickle of ``obj``, and whether cloudpickle made it: pickle first (plain data pays
+    nothing more), cloudpickle when pickle fails or when ``by_value``."""
+    if not by_value:
+        try:
+            return pickle.dumps(obj, protocol=5), False
+        except Exception:
+            pass
     import cloudpickle
 
-    return bytes(cloudpickle.dumps(obj, protocol=5))
+    return bytes(cloudpickle.dumps(obj, protocol=5)), True
 
 
-def _dumps_items(items: Sequence[Any]) -> tuple[bytes, dict[int, BaseException]]:
+def _dumps_items(items: Sequence[Any], by_value: bool) -> tuple[Payload, dict[int, BaseException]]:
     """Pickle a chunk; on failure find which items cannot be pickled."""
     try:
-        return dumps(list(items)), {}
+        blob, cloudpickled = dumps(list(items), by_value)
+        return (blob, len(items), cloudpickled), {}
     except Exception:
         pass
     bad: dict[int, BaseException] = {}
     for i, item in enumerate(items):
         try:
-            dumps(item)
+            dumps(item, by_value)
         except Exception as exc:
             bad[i] = SerializationError(
                 f"argument {type(item).__name__} cannot be pickled for the process backend "
                 f"({type(exc).__name__}: {exc}); pass plain data or use backend='thread'"
             )
-    return b"", bad
+    return (b"", 0, False), bad
 
 
 def _merge_bad(

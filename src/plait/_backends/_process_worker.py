@@ -29,6 +29,7 @@ from ._base import ChunkResult, blocking_callable
 _MAX_CACHED_FUNCTIONS = 64
 READY = b"ready"  # the worker's first message: started, initializer run
 INIT_FAILED = b"init-failed:"  # ...or this, then the initializer's ErrorRecord
+RESEND = b"resend"  # the arguments did not unpickle: send them by value (never a pickle's start)
 
 
 class RemoteTraceback(Exception):
@@ -165,8 +166,9 @@ class _Functions:
         return self._cache[fn_id]
 
 
-def _handle(message: bytes, functions: _Functions) -> ChunkResult:
-    fn_id, blob, payload, count = pickle.loads(message)
+def _handle(message: bytes, functions: _Functions) -> ChunkResult | None:
+    """Run one chunk; None asks the parent to resend it by value."""
+    fn_id, blob, payload, count, by_value = pickle.loads(message)
     try:
         fn = functions.get(fn_id, blob)
     except Exception as exc:
@@ -175,6 +177,8 @@ def _handle(message: bytes, functions: _Functions) -> ChunkResult:
     try:
         items = pickle.loads(payload)
     except Exception as exc:
+        if not by_value:  # say, a class of the user's __main__ named by reference
+            return None
         return _failed_chunk(count, "the arguments could not be unpickled in the worker", exc)
     return run_chunk(fn, items)
 
@@ -206,8 +210,8 @@ def _start(conn: Any) -> bool:
 def _loop(conn: Any) -> None:
     functions = _Functions()
     while True:
-        message = conn.recv_bytes()
-        conn.send_bytes(encode_result(_handle(message, functions)))
+        result = _handle(conn.recv_bytes(), functions)
+        conn.send_bytes(RESEND if result is None else encode_result(result))
 
 
 class FdConnection:
