@@ -42,11 +42,19 @@ def _timed(fn: Callable[[], Any], repeat: int = 1) -> float:
 
 
 def _encoder() -> Callable[[list[Any]], Any] | None:
+    """The parent's chunk encoder (private: its signature changed with the by-value resend)."""
+    import inspect
+
     try:
-        from plait._backends._process import _dumps_items
+        from plait._backends import _process
     except ImportError:
         return None
-    return _dumps_items  # type: ignore[no-any-return]
+    encode: Any = getattr(_process, "_dumps_items", None)
+    if encode is None:
+        return None
+    if len(inspect.signature(encode).parameters) == 2:
+        return lambda items: encode(items, False)
+    return encode  # type: ignore[no-any-return]
 
 
 def measure(loops: int) -> dict[str, float]:
