@@ -97,7 +97,9 @@ def test_breaking_out_of_imap_stops_running_tasks(folder: Path) -> None:
         assert first == 0
         _wait_started(folder, 2)  # items 1 and 2 are running their `sleep 30`
         break
+    broke = time.monotonic()
     del results  # close the generator now, as leaving a for loop over it would
+    assert time.monotonic() - broke < P.SLEEP_S / 2, "closing waited for the running tasks"
     started = _started(folder)
     workers = [worker for worker, _ in started]
     # Back in the caller, the workers are already gone (killed and reaped, no grace period)...
@@ -113,7 +115,9 @@ def test_a_cancelled_pool_kills_running_tasks_and_their_children(folder: Path) -
     pool = plait.Pool(backend="process", workers=2)
     futures = [pool.submit(P.spawn_sleeper, str(folder)) for _ in range(2)]
     started = _wait_started(folder, 2)
+    stopping = time.monotonic()
     pool.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - stopping < P.SLEEP_S / 2, "shutdown waited for the running tasks"
     assert all(f.done() for f in futures)
     assert not any(pid_alive(worker) for worker, _ in started)
     assert _all_dead([sleeper for _, sleeper in started])
