@@ -58,8 +58,9 @@ ErrorRecord = tuple[bytes | None, str, str, str]  # (pickled error, type, messag
 
 def dumps(obj: Any) -> bytes:
     """pickle; cloudpickle for what pickle cannot carry, such as the classes and functions
-    that came from the user's ``__main__`` by value (this process's ``__main__`` is _boot.py).
-    cloudpickle tags such classes, so the parent gets its own class back, not a copy."""
+    that came from the user's ``__main__`` by value (this process's ``__main__`` is an empty
+    module, see _boot.py). cloudpickle tags such classes, so the parent gets its own class back,
+    not a copy."""
     try:
         return pickle.dumps(obj, protocol=5)
     except Exception:
@@ -125,7 +126,8 @@ def _watch_parent(lifeline_fd: int) -> None:
     # The parent is gone: leave at once, even mid-task, and take along what the task started
     # (this worker leads its process group).
     try:
-        os.killpg(0, signal.SIGKILL)
+        if os.getpgid(0) == os.getpid():  # never the group of whoever started us otherwise
+            os.killpg(0, signal.SIGKILL)
     finally:
         os._exit(70)
 
