@@ -201,3 +201,32 @@ def test_workers_replaced_after_timeouts_exit_without_tracebacks(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "done"
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+_PRINTS = """
+import plait
+
+def shout(x):
+    print("task", x)
+    return x
+
+plait.map(shout, range(4), backend="process", workers=2, chunksize=1)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_what_tasks_print_is_flushed_when_workers_leave(tmp_path: Path) -> None:
+    # Workers leave without the interpreter's teardown: they flush their output first.
+    with open(tmp_path / "out.txt", "wb") as out:  # a file: block-buffered in the workers
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_PRINTS)],
+            cwd=tmp_path,
+            env=subprocess_env(),
+            stdout=out,
+            stderr=subprocess.PIPE,
+            timeout=50,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "out.txt").read_text().splitlines()
+    assert sorted(lines) == [f"task {i}" for i in range(4)]
