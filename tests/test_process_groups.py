@@ -217,11 +217,13 @@ plait.map(shout, range(4), backend="process", workers=2, chunksize=1)
 @pytest.mark.timeout(60)
 def test_what_tasks_print_is_flushed_when_workers_leave(tmp_path: Path) -> None:
     # Workers leave without the interpreter's teardown: they flush their output first.
+    env = subprocess_env()
+    env.pop("PYTHONUNBUFFERED", None)
     with open(tmp_path / "out.txt", "wb") as out:  # a file: block-buffered in the workers
         done = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(_PRINTS)],
             cwd=tmp_path,
-            env=subprocess_env(),
+            env=env,
             stdout=out,
             stderr=subprocess.PIPE,
             timeout=50,
