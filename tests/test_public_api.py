@@ -44,6 +44,8 @@ LAZY_MODULES = [
 
 
 def public_names() -> set[str]:
+    for name in plait.__all__:
+        getattr(plait, name)  # names loaded on first use (WorkerCrashed) join the namespace
     return {
         name
         for name, value in vars(plait).items()

@@ -5,6 +5,8 @@ for r in plait.imap(fn, endless(), backend="process"): ...
 async for r in plait.amap(fetch, urls): ...
 """
 
+import typing as _typing
+
 from ._api import amap as amap
 from ._api import imap as imap
 from ._api import map as map
@@ -14,9 +16,11 @@ from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import PlaitError as PlaitError
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskTimeout as TaskTimeout
-from ._exceptions import WorkerCrashed as WorkerCrashed
 from ._executor import Pool as Pool
 from ._outcome import Outcome as Outcome
+
+if _typing.TYPE_CHECKING:  # loaded on first use, see __getattr__
+    from ._exceptions import WorkerCrashed as WorkerCrashed
 
 __version__ = "0.1.0"
 
@@ -36,14 +40,20 @@ __all__ = [
 ]
 
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if getattr(_obj, "__module__", "").startswith("plait."):
         _obj.__module__ = "plait"  # tracebacks and reprs show the public name
 del _name, _obj
 
 
 def __getattr__(name: str) -> object:
-    """``plait.http`` is imported on first use: it brings aiohttp's world with it."""
+    """``plait.http`` is imported on first use: it brings aiohttp's world with it. So is
+    ``WorkerCrashed``: its stdlib base class imports multiprocessing."""
+    if name == "WorkerCrashed":
+        from ._exceptions import WorkerCrashed
+
+        globals()[name] = WorkerCrashed
+        return WorkerCrashed
     if name == "http":
         import importlib
 

@@ -3,15 +3,25 @@
     PlaitError                       base of every error plait raises itself
      ├── BackendUnavailable          an optional dependency is missing (also ImportError)
      ├── SerializationError          a function, argument or result cannot cross to a process
-     ├── WorkerCrashed               the worker process died while running the task
+     ├── WorkerCrashed               the worker process died while running the task (also the
+     │                               stdlib's BrokenProcessPool, hence a RuntimeError)
      └── TaskTimeout                 the task ran past its timeout (also TimeoutError)
 
 A task's own exception is never wrapped: it comes back with its real type, and on the process
 backend the worker's traceback is attached as ``__cause__``. Bad arguments to plait's functions
 raise the usual ``TypeError`` / ``ValueError`` with a message that says what to do.
+
+``WorkerCrashed`` lives in ``_worker_crashed`` and loads on first use: its stdlib base class
+comes from ``concurrent.futures.process``, which imports ``multiprocessing`` (a third of the cost
+of ``import plait``, and of a worker's start-up).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._worker_crashed import WorkerCrashed as WorkerCrashed
 
 
 class PlaitError(Exception):
@@ -26,19 +36,16 @@ class SerializationError(PlaitError):
     """A function, argument or result cannot be pickled to or from a worker process."""
 
 
-class WorkerCrashed(PlaitError):
-    """The worker process died while it ran this task; the worker was replaced."""
-
-    def __init__(self, message: str, exitcode: int | None = None) -> None:
-        super().__init__(message)
-        self.exitcode = exitcode
-
-    def __reduce__(self) -> tuple[type[WorkerCrashed], tuple[str, int | None]]:
-        return (type(self), (str(self), self.exitcode))
-
-
 class TaskTimeout(PlaitError, TimeoutError):
     """The task ran longer than its timeout and was stopped."""
+
+
+def __getattr__(name: str) -> object:
+    if name == "WorkerCrashed":
+        from ._worker_crashed import WorkerCrashed
+
+        return WorkerCrashed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe_exit(exitcode: int | None) -> str:

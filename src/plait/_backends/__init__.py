@@ -18,6 +18,19 @@ _CLASSES = {
 NAMES = tuple(_CLASSES)
 
 
+def _start_dir() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was deleted
+        return os.path.abspath(os.sep)
+
+
+# The working directory when plait was imported: what '' on sys.path stood for then. Process
+# workers get it in place of '' (as multiprocessing does), so a later chdir() does not hide the
+# user's modules from them.
+START_DIR = _start_dir()
+
+
 def cpu_count() -> int:
     """Cores this process may use (affinity-aware)."""
     try:

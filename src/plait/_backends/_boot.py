@@ -34,6 +34,9 @@ def _bare_package() -> None:
 if __name__ == "__main__":
     sys.path[0] = os.path.dirname(_PACKAGE_DIR)  # not this folder: it holds private modules
     _bare_package()
+    # The user's __main__ is not here. An empty one makes pickle fail at once on what it
+    # defines (it then goes by value), and never find a name of this file (say, `main`) instead.
+    sys.modules["__main__"] = types.ModuleType("__main__")
     from plait._backends._process_worker import main
 
     main()

@@ -1,28 +1,40 @@
 """Process backend: each pool thread owns one worker process and proxies chunks to it.
 
-Functions travel with cloudpickle (lambdas and closures work), arguments and results with
-pickle. A worker that dies fails only the task it ran (``WorkerCrashed``) and is replaced; a
-chunk that was running is re-run item by item so that only the item that kills its worker
-fails. Workers are plain ``python -c`` children, see ``_process_worker``.
+Functions travel with cloudpickle (lambdas and closures work). Arguments, results and errors
+travel with pickle, the fast path for plain data, and with cloudpickle when pickle cannot carry
+them: what the user's ``__main__`` defines (a script, ``python -c``, a notebook) goes by value,
+and cloudpickle's class tracker hands the parent back its own classes, so ``except MyError`` and
+``isinstance`` hold. Pickle names such a class by reference without complaint, and only the
+worker finds that its ``__main__`` lacks it: it asks for the chunk again (``RESEND``), and this
+pool sends arguments with cloudpickle from then on.
+
+A worker that dies fails only the task it ran (``WorkerCrashed``) and is replaced; a chunk that
+was running is re-run item by item so that only the item that kills its worker fails. Each
+worker leads its own process group: a timeout, a cancel or Ctrl-C kills the worker and whatever
+its task started. Workers are plain ``python _boot.py`` children, see ``_process_worker``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .._exceptions import SerializationError, WorkerCrashed, describe_exit
+from . import START_DIR
 from ._base import ChunkResult, blocking_callable, timed_out
 from ._pool import QueuePool
-from ._process_worker import decode_error
+from ._process_worker import INIT_FAILED, READY, RESEND, decode_error
 
 _fn_ids = itertools.count(1)
 _BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
@@ -34,6 +46,10 @@ class FunctionHandle:
     blob: bytes
 
 
+# A chunk on the wire: (pickled items, how many, whether cloudpickle made the pickle).
+Payload = tuple[bytes, int, bool]
+
+
 class _Died(Exception):
     pass
 
@@ -42,8 +58,32 @@ class _Unreadable(Exception):
     """The worker's results could not be unpickled here."""
 
 
+class _Resend(Exception):
+    """The worker could not unpickle the arguments: send them again with cloudpickle."""
+
+
+class _StartFailed(Exception):
+    """The worker could not start: its initializer raised, or it died before it was ready."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def worker_sys_path() -> list[str]:
+    """The parent's sys.path with relative entries ('' from ``python -c`` or a notebook) made
+    absolute against the directory plait was imported in, as multiprocessing does."""
+    return [
+        os.path.abspath(os.path.join(START_DIR, entry))
+        if isinstance(entry, str) and not os.path.isabs(entry)
+        else entry
+        for entry in sys.path
+    ]
+
+
 class WorkerProcess:
-    """One child process, its socket and its lifeline."""
+    """One child process, its socket and its lifeline. It leads its own process group, which
+    holds whatever its tasks start."""
 
     def __init__(self, initializer: bytes | None) -> None:
         parent_sock, child_sock = socket.socketpair()
@@ -57,39 +97,61 @@ class WorkerProcess:
                 str(lifeline_r),
             ],
             pass_fds=(child_fd, lifeline_r),
-            start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers
+            start_new_session=True,  # Ctrl-C reaches the parent only; a new group to kill
         )
         child_sock.close()
         os.close(lifeline_r)
         self.conn = Connection(parent_sock.detach())
         self.known: set[int] = set()
         self.ready = False
-        self.conn.send_bytes(pickle.dumps({"sys_path": sys.path, "initializer": initializer}))
+        self._stopped = False
+        setup = {"sys_path": worker_sys_path(), "initializer": initializer}
+        self.conn.send_bytes(pickle.dumps(setup))
 
     def call(
-        self, handle: FunctionHandle, payload: bytes, count: int, timeout_s: float | None
+        self, handle: FunctionHandle, chunk: Payload, timeout_s: float | None
     ) -> ChunkResult | None:
         """The chunk's results, or None if it ran past ``timeout_s`` (the worker is killed)."""
         blob = None if handle.fn_id in self.known else handle.blob
-        message = pickle.dumps((handle.fn_id, blob, payload, count), protocol=5)
+        message = pickle.dumps((handle.fn_id, blob, *chunk), protocol=5)
         try:
             if not self.ready:
-                self.conn.recv_bytes()  # the worker has started and run its initializer
-                self.ready = True
+                self._wait_ready()
             self.conn.send_bytes(message)
             self.known.add(handle.fn_id)
             if timeout_s is not None and not self.conn.poll(timeout_s):
                 self.kill()
                 return None
-            blob, records, elapsed = pickle.loads(self.conn.recv_bytes())
+            reply = self.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise _Died from exc
+        if reply == RESEND:
+            raise _Resend
+        blob, records, elapsed = pickle.loads(reply)
         try:
             values = pickle.loads(blob)
         except Exception as exc:
             raise _Unreadable(f"{type(exc).__name__}: {exc}") from exc
         errors = {i: decode_error(record) for i, record in records.items()}
         return ChunkResult(values, errors or None, elapsed)
+
+    def _wait_ready(self) -> None:
+        """The worker has started and run its initializer (timeouts count from here)."""
+        try:
+            reply = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            code = self.exitcode()
+            message = f"the worker process died while starting ({describe_exit(code)})"
+            raise _StartFailed(WorkerCrashed(message, code)) from None
+        if reply.startswith(INIT_FAILED):
+            error = decode_error(pickle.loads(reply[len(INIT_FAILED) :]))
+            error.add_note(
+                "raised by the process backend's initializer: its workers cannot start, "
+                "so every task of this pool fails with this error"
+            )
+            raise _StartFailed(error)
+        assert reply == READY, reply
+        self.ready = True
 
     def alive(self) -> bool:
         if self.popen.poll() is not None:
@@ -104,37 +166,43 @@ class WorkerProcess:
         return state not in (b"Z", b"X")
 
     def exitcode(self) -> int | None:
+        """Reap the worker, after killing what its task may have left in its group."""
+        self.kill()
         try:
             return self.popen.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return None
 
     def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
+        """Kill the worker and every process in its group (what its task started)."""
+        # Only while the worker is not reaped: until then its pid cannot be reused.
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        """Ask the worker to leave (socket closed), then make sure it has."""
+        """Ask the worker to leave (socket closed), then make sure it has. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if not self.ready:  # still starting, or dead: nothing of the user's runs there yet
+            self.kill()
         self.conn.close()
-        os.close(self._lifeline_w)
         try:
             self.popen.wait(timeout=1)
         except subprocess.TimeoutExpired:
-            self.popen.kill()
+            self.kill()
             self.popen.wait()
+        finally:
+            # Closed last: it tells the worker its parent is gone, which kills the whole group.
+            os.close(self._lifeline_w)
 
 
 class _Slot:
     """The worker a pool thread owns; replaced when it dies."""
 
-    def __init__(self, initializer: bytes | None) -> None:
-        self.initializer = initializer
-        self.process = WorkerProcess(initializer)
-        self.tasks = 0
-
-    def replace(self) -> None:
-        self.process.stop()
-        self.process = WorkerProcess(self.initializer)
+    def __init__(self, process: WorkerProcess) -> None:
+        self.process = process
         self.tasks = 0
 
 
@@ -153,24 +221,44 @@ class ProcessBackend(QueuePool[_Slot]):
         self._initializer = (
             None if initializer is None else _dumps_function(initializer, "initializer")
         )
-        self._slots: list[_Slot] = []
+        self._live: set[WorkerProcess] = set()
+        self._spawn_lock = threading.Lock()  # a cancel sees every worker started before it
+        self._broken: BaseException | None = None  # why workers cannot start
+        self._by_value = False  # arguments go with cloudpickle (they named the user's __main__)
 
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
         return FunctionHandle(next(_fn_ids), _dumps_function(blocking_callable(fn), "function"))
 
+    def _spawn(self) -> WorkerProcess:
+        process = WorkerProcess(self._initializer)
+        with self._spawn_lock:
+            self._live.add(process)
+            cancelled = self._cancelled
+        if cancelled:  # started while the run was being stopped: it gets no task
+            process.kill()
+        return process
+
+    def _retire(self, process: WorkerProcess) -> None:
+        process.stop()
+        with self._spawn_lock:
+            self._live.discard(process)
+
+    def _replace(self, slot: _Slot) -> None:
+        self._retire(slot.process)
+        slot.process = self._spawn()
+        slot.tasks = 0
+
     def _open_worker(self) -> _Slot:
-        slot = _Slot(self._initializer)
-        with self._lock:
-            self._slots.append(slot)
-        return slot
+        return _Slot(self._spawn())
 
     def _close_worker(self, worker: _Slot) -> None:
-        worker.process.stop()
+        self._retire(worker.process)
 
     def _stop_running(self) -> None:
-        """On cancel every worker is killed and reaped now, so none outlives the call."""
-        with self._lock:
-            processes = [slot.process for slot in self._slots]
+        """On cancel every worker and what its task started is killed and reaped now, so none
+        outlives the call and the threads waiting on them return at once."""
+        with self._spawn_lock:
+            processes = list(self._live)
         for process in processes:
             process.kill()
         for process in processes:
@@ -182,17 +270,20 @@ class ProcessBackend(QueuePool[_Slot]):
         result = self._run_isolated(worker, handle, items, timeout_s)
         worker.tasks += len(items)
         if self._max_tasks is not None and worker.tasks >= self._max_tasks and not self._closed:
-            worker.replace()  # recycle a worker that may leak
+            self._replace(worker)  # recycle a worker that may leak
         return worker, result
 
     def _run_isolated(
         self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any], timeout_s: float | None
     ) -> ChunkResult:
-        payload, bad = _dumps_items(items)
-        if bad:
-            return _merge_bad(self, slot, handle, items, bad, timeout_s)
+        if self._broken is not None:
+            return _all_failed(len(items), self._broken)
         try:
-            return self._call(slot, handle, payload, len(items), timeout_s)
+            return self._send(slot, handle, items, timeout_s)
+        except _StartFailed as failure:
+            if not self._cancelled:
+                self._broken = failure.error  # no restart loop: this pool's workers cannot start
+            return _all_failed(len(items), failure.error)
         except (WorkerCrashed, _Unreadable) as failure:
             if len(items) == 1 or self._cancelled:
                 error = (
@@ -203,37 +294,47 @@ class ProcessBackend(QueuePool[_Slot]):
                         "return plain data"
                     )
                 )
-                return ChunkResult(
-                    [None] * len(items), dict.fromkeys(range(len(items)), error), 0.0
-                )
+                return _all_failed(len(items), error)
             # Re-run one by one, so that only the item at fault fails.
             parts = [self._run_isolated(slot, handle, [item], timeout_s) for item in items]
             return _concat(parts)
 
-    def _call(
-        self,
-        slot: _Slot,
-        handle: FunctionHandle,
-        payload: bytes,
-        count: int,
-        timeout_s: float | None,
+    def _send(
+        self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any], timeout_s: float | None
     ) -> ChunkResult:
-        if not slot.process.alive():  # died while idle (killed from outside): not this task
-            slot.replace()
+        chunk, bad = _dumps_items(items, self._by_value)
+        if bad:
+            return _merge_bad(self, slot, handle, items, bad, timeout_s)
         try:
-            result = slot.process.call(handle, payload, count, timeout_s)
-            if result is None:
-                slot.replace()
-                return timed_out(
-                    count, timeout_s or 0.0, "its worker process was killed and replaced"
-                )
-            return result
+            return self._call(slot, handle, chunk, timeout_s)
+        except _Resend:
+            self._by_value = True
+            return self._send(slot, handle, items, timeout_s)
+
+    def _call(
+        self, slot: _Slot, handle: FunctionHandle, chunk: Payload, timeout_s: float | None
+    ) -> ChunkResult:
+        if not slot.process.alive() and not self._cancelled:
+            self._replace(slot)  # died while idle (killed from outside): not this task
+        count = chunk[1]
+        try:
+            result = slot.process.call(handle, chunk, timeout_s)
         except _Died:
             code = slot.process.exitcode()
-            if not self._cancelled:
-                slot.replace()
+            if self._cancelled:
+                raise WorkerCrashed("the run was stopped: its workers were killed", code) from None
+            self._replace(slot)
             message = f"the worker process running this task died ({describe_exit(code)})"
             raise WorkerCrashed(message + "; it was replaced", code) from None
+        if result is None:
+            if not self._cancelled:
+                self._replace(slot)
+            return timed_out(count, timeout_s or 0.0, "its worker process was killed and replaced")
+        return result
+
+
+def _all_failed(count: int, error: BaseException) -> ChunkResult:
+    return ChunkResult([None] * count, dict.fromkeys(range(count), error), 0.0)
 
 
 def _dumps_function(fn: Callable[..., Any], what: str) -> bytes:
@@ -248,22 +349,36 @@ def _dumps_function(fn: Callable[..., Any], what: str) -> bytes:
         ) from exc
 
 
-def _dumps_items(items: Sequence[Any]) -> tuple[bytes, dict[int, BaseException]]:
+def dumps(obj: Any, by_value: bool = False) -> tuple[bytes, bool]:
+    """The pickle of ``obj``, and whether cloudpickle made it: pickle first (plain data pays
+    nothing more), cloudpickle when pickle fails or when ``by_value``."""
+    if not by_value:
+        try:
+            return pickle.dumps(obj, protocol=5), False
+        except Exception:
+            pass
+    import cloudpickle
+
+    return bytes(cloudpickle.dumps(obj, protocol=5)), True
+
+
+def _dumps_items(items: Sequence[Any], by_value: bool) -> tuple[Payload, dict[int, BaseException]]:
     """Pickle a chunk; on failure find which items cannot be pickled."""
     try:
-        return pickle.dumps(list(items), protocol=5), {}
+        blob, cloudpickled = dumps(list(items), by_value)
+        return (blob, len(items), cloudpickled), {}
     except Exception:
         pass
     bad: dict[int, BaseException] = {}
     for i, item in enumerate(items):
         try:
-            pickle.dumps(item, protocol=5)
+            dumps(item, by_value)
         except Exception as exc:
             bad[i] = SerializationError(
                 f"argument {type(item).__name__} cannot be pickled for the process backend "
                 f"({type(exc).__name__}: {exc}); pass plain data or use backend='thread'"
             )
-    return b"", bad
+    return (b"", 0, False), bad
 
 
 def _merge_bad(

@@ -1,26 +1,37 @@
 """The child side of the process backend: a loop that runs chunks sent over a socket.
 
-Started as ``python -c`` (not multiprocessing), so a user's ``__main__`` is never re-imported
-and no fork happens in a threaded parent. It exits when its socket closes, and at once when the
-lifeline pipe from its parent closes (the parent died), even in the middle of a task.
+Started as ``python _boot.py`` (not multiprocessing), so a user's ``__main__`` is never
+re-imported and no fork happens in a threaded parent. It exits when its socket closes, quietly
+even in the middle of its start-up and without the interpreter's teardown (atexit handlers do
+not run, as in multiprocessing's children), and at once, with its whole process group (what its
+tasks started), when the lifeline pipe from its parent closes (the parent died), even mid-task.
+
+Anything a task raises, ``SystemExit`` and ``KeyboardInterrupt`` included, is that task's error:
+the worker goes on. An initializer that raises is reported to the parent, which stops starting
+workers for that pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from typing import Any
 
 from .._exceptions import SerializationError
-from ._base import ChunkResult, blocking_callable, run_chunk
+from ._base import ChunkResult, blocking_callable
 
 _MAX_CACHED_FUNCTIONS = 64
+READY = b"ready"  # the worker's first message: started, initializer run
+INIT_FAILED = b"init-failed:"  # ...or this, then the initializer's ErrorRecord
+RESEND = b"resend"  # the arguments did not unpickle: send them by value (never a pickle's start)
 
 
 class RemoteTraceback(Exception):
@@ -47,13 +58,27 @@ class _WithTraceback:
 ErrorRecord = tuple[bytes | None, str, str, str]  # (pickled error, type, message, traceback)
 
 
+def dumps(obj: Any) -> bytes:
+    """pickle; cloudpickle for what pickle cannot carry, such as the classes and functions
+    that came from the user's ``__main__`` by value (this process's ``__main__`` is an empty
+    module, see _boot.py). cloudpickle tags such classes, so the parent gets its own class back,
+    not a copy."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        pass
+    import cloudpickle
+
+    return bytes(cloudpickle.dumps(obj, protocol=5))
+
+
 def encode_result(result: ChunkResult) -> bytes:
     """(values, {i: ErrorRecord}, elapsed): values as one pickle, each error on its own, so
     the parent can still report an error it cannot rebuild."""
     errors = {i: _error_record(e) for i, e in (result.errors or {}).items()}
     values = result.values
     try:
-        blob = pickle.dumps(values, protocol=5)
+        blob = dumps(values)
     except Exception:
         values = list(values)
         for i, value in enumerate(values):
@@ -63,14 +88,14 @@ def encode_result(result: ChunkResult) -> bytes:
                 errors[i] = _error_record(
                     SerializationError(message + "to the parent; return plain data")
                 )
-        blob = pickle.dumps(values, protocol=5)
+        blob = dumps(values)
     return pickle.dumps((blob, errors, result.elapsed_s), protocol=5)
 
 
 def _error_record(exc: BaseException) -> ErrorRecord:
     wrapped = _WithTraceback(exc)
     try:
-        blob: bytes | None = pickle.dumps(wrapped, protocol=5)
+        blob: bytes | None = dumps(wrapped)
     except Exception:
         blob = None
     return blob, type(exc).__qualname__, str(exc), wrapped.tb
@@ -91,7 +116,7 @@ def decode_error(record: ErrorRecord) -> BaseException:
 
 def _picklable(obj: Any) -> bool:
     try:
-        pickle.dumps(obj, protocol=5)
+        dumps(obj)
     except Exception:
         return False
     return True
@@ -100,7 +125,31 @@ def _picklable(obj: Any) -> bool:
 def _watch_parent(lifeline_fd: int) -> None:
     while os.read(lifeline_fd, 1):
         pass
-    os._exit(70)  # the parent is gone: leave at once, even mid-task
+    # The parent is gone: leave at once, even mid-task, and take along what the task started
+    # (this worker leads its process group).
+    try:
+        if os.getpgid(0) == os.getpid():  # never the group of whoever started us otherwise
+            os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(70)
+
+
+def run_chunk(fn: Any, items: list[Any]) -> ChunkResult:
+    """Call ``fn`` on each item. Whatever a task raises is its error, even SystemExit or
+    KeyboardInterrupt (SIGINT is ignored here: only the task itself can raise it)."""
+    values: list[Any] = []
+    errors: dict[int, BaseException] | None = None
+    append = values.append
+    start = time.perf_counter()
+    for item in items:
+        try:
+            append(fn(item))
+        except BaseException as exc:  # a task's own error is data, not a crash
+            if errors is None:
+                errors = {}
+            errors[len(values)] = exc
+            append(None)
+    return ChunkResult(values, errors, time.perf_counter() - start)
 
 
 def _failed_chunk(n: int, message: str, exc: BaseException) -> ChunkResult:
@@ -121,8 +170,9 @@ class _Functions:
         return self._cache[fn_id]
 
 
-def _handle(message: bytes, functions: _Functions) -> ChunkResult:
-    fn_id, blob, payload, count = pickle.loads(message)
+def _handle(message: bytes, functions: _Functions) -> ChunkResult | None:
+    """Run one chunk; None asks the parent to resend it by value."""
+    fn_id, blob, payload, count, by_value = pickle.loads(message)
     try:
         fn = functions.get(fn_id, blob)
     except Exception as exc:
@@ -131,6 +181,8 @@ def _handle(message: bytes, functions: _Functions) -> ChunkResult:
     try:
         items = pickle.loads(payload)
     except Exception as exc:
+        if not by_value:  # say, a class of the user's __main__ named by reference
+            return None
         return _failed_chunk(count, "the arguments could not be unpickled in the worker", exc)
     return run_chunk(fn, items)
 
@@ -138,18 +190,32 @@ def _handle(message: bytes, functions: _Functions) -> ChunkResult:
 def serve(conn: Any, lifeline_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     threading.Thread(target=_watch_parent, args=(lifeline_fd,), daemon=True).start()
+    try:
+        if _start(conn):
+            _loop(conn)
+    except (EOFError, OSError):  # the parent closed our socket (BrokenPipeError...): leave
+        return
+
+
+def _start(conn: Any) -> bool:
+    """Set up and run the initializer; say to the parent whether it worked."""
     setup = pickle.loads(conn.recv_bytes())
     sys.path[:] = setup["sys_path"]
     if setup["initializer"] is not None:
-        pickle.loads(setup["initializer"])()
-    conn.send_bytes(b"ready")  # timeouts count from here, not from the interpreter's start
+        try:
+            pickle.loads(setup["initializer"])()
+        except BaseException as exc:  # sys.exit() too: reported, not a crash
+            conn.send_bytes(INIT_FAILED + pickle.dumps(_error_record(exc), protocol=5))
+            return False
+    conn.send_bytes(READY)  # timeouts count from here, not from the interpreter's start
+    return True
+
+
+def _loop(conn: Any) -> None:
     functions = _Functions()
     while True:
-        try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        conn.send_bytes(encode_result(_handle(message, functions)))
+        result = _handle(conn.recv_bytes(), functions)
+        conn.send_bytes(RESEND if result is None else encode_result(result))
 
 
 class FdConnection:
@@ -192,3 +258,9 @@ class FdConnection:
 def main() -> None:
     conn_fd, lifeline_fd = int(sys.argv[1]), int(sys.argv[2])
     serve(FdConnection(conn_fd), lifeline_fd)
+    # Leave without the interpreter's teardown, as multiprocessing's children do: the pool's
+    # close waits for its workers, and a teardown is milliseconds of CPU for each.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
