@@ -43,9 +43,10 @@ del _name, _obj
 
 
 def __getattr__(name: str) -> object:
-    """``plait.http`` is imported on first use: it brings aiohttp's world with it."""
-    if name == "http":
+    """``plait.http`` (it brings aiohttp's world with it) and ``plait.testing`` are imported
+    on first use."""
+    if name in ("http", "testing"):
         import importlib
 
-        return importlib.import_module(".http", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'plait' has no attribute {name!r}")
