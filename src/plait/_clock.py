@@ -43,8 +43,8 @@ REAL_CLOCK = RealClock()
 
 
 class FakeClock:
-    """Virtual time for tests: pass ``clock=FakeClock()`` and rate limits, retry backoff and
-    deadlines run on it, exactly and without waiting.
+    """Virtual time for tests: pass ``clock=FakeClock()`` and rate limits and retry backoff
+    run on it, exactly and without waiting (``timeout`` and ``deadline`` stay in real time).
 
     ``sleep`` waits until the clock is moved past its deadline. With ``autojump=True`` (the
     default) time jumps to the next deadline as soon as the event loop is idle; with

@@ -108,7 +108,7 @@ DOCS = {
     "burst": "how many tasks the rate lets start at once.",
     "concurrency": "at most this many tasks at once, whatever the number of workers.",
     "limit_key": "rate and concurrency apply per limit_key(item), e.g. per host.",
-    "clock": "the clock the policies use (plait.testing.FakeClock in tests).",
+    "clock": "the clock of rate limits and retry backoff (plait.testing.FakeClock in tests).",
     "initializer": "run once in each worker thread or process before its first task.",
     "max_tasks_per_worker": "replace a worker process after this many tasks.",
 }

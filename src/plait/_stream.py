@@ -41,10 +41,7 @@ class AsyncResults(AsyncIterator[R], Awaitable[list[R]]):
         return self._all().__await__()
 
     async def _all(self) -> list[R]:
-        try:
-            return [value async for value in self._run]
-        finally:
-            await self._run.aclose()
+        return [value async for value in self._run]  # it closes itself, however it ends
 
     async def aclose(self) -> None:
         """Stop the run: pending tasks are dropped and the workers released."""

@@ -1,7 +1,7 @@
 """Helpers for testing code that uses plait.
 
     FakeClock   virtual time: ``plait.map(fn, items, rate="2/s", clock=FakeClock())`` checks
-                rate limits, retry backoff and deadlines exactly, without sleeping
+                rate limits and retry backoff exactly, without sleeping
 
 Imported on first use (``plait.testing`` or ``from plait.testing import FakeClock``), not by
 ``import plait``.
