@@ -8,7 +8,6 @@ returns (awaited, for a coroutine function). help() shows the options from ``_op
 from __future__ import annotations
 
 import inspect
-import textwrap
 from collections.abc import (
     AsyncIterable,
     Awaitable,
@@ -259,15 +258,9 @@ def _document(function: Callable[..., Any], returns: str) -> None:
 
 def _option_lines() -> str:
     width = max(len(name) for name in DOCS) + 2
+    newline = "\n" + " " * (6 + width)
     return "".join(
-        textwrap.fill(
-            doc,
-            90,
-            initial_indent=f"      {name:{width}}",
-            subsequent_indent=" " * (6 + width),
-        )
-        + "\n"
-        for name, doc in DOCS.items()
+        f"      {name:{width}}" + doc.replace("\n", newline) + "\n" for name, doc in DOCS.items()
     )
 
 

@@ -88,27 +88,28 @@ class Options(NamedTuple):
 DEFAULTS = Options()
 _NAMES = Options._fields
 
-DOCS = {
-    "backend": '"auto" picks one by measuring a few calls; or "inline", "thread", "process", '
+DOCS = {  # one line each (a second after "\n" where needed), as help() shows them
+    "backend": '"auto" measures a few calls and picks; or "inline", "thread", "process",\n'
     '"asyncio".',
     "workers": "how many calls run at once (None: the backend's default).",
     "ordered": "results in input order (True) or as they complete (False).",
-    "chunksize": "items per round trip to a worker (None: learned from the measured call time).",
-    "errors": '"raise" the task\'s own exception after the results before it, "collect" one '
-    'plait.Outcome per input, or "skip" failures.',
+    "chunksize": "items per round trip to a worker (None: learned from the call time).",
+    "errors": '"raise" the task\'s exception after the results before it, "collect" one\n'
+    'plait.Outcome per input, or "skip" the failures.',
     "progress": "show a progress bar on stderr.",
     "kind": 'tell backend="auto" the work is "io" or "cpu" instead of measuring it.',
     "explain": "log the automatic choice and its reason.",
     "timeout": "seconds one task may run; it then fails with plait.TaskTimeout.",
     "deadline": "seconds the whole run may take; it then stops with plait.TaskTimeout.",
     "retries": "how many more times a failed task is tried, with exponential backoff.",
-    "retry_on": "exception types or a predicate of the error that may be retried "
+    "retry_on": "exception types, or a predicate of the error, that may be retried\n"
     "(None: every Exception but SerializationError).",
-    "rate": 'task starts allowed, e.g. "50/s", "1000/min", "3/5s", or starts per second.',
+    "rate": 'task starts allowed: "50/s", "1000/min", "3/5s", or starts per second.',
     "burst": "how many tasks the rate lets start at once.",
     "concurrency": "at most this many tasks at once, whatever the number of workers.",
     "limit_key": "rate and concurrency apply per limit_key(item), e.g. per host.",
-    "clock": "the clock of rate limits and retry backoff (plait.testing.FakeClock in tests).",
+    "clock": "the clock of rate limits and retry backoff (plait.testing.FakeClock\n"
+    "in tests).",
     "initializer": "run once in each worker thread or process before its first task.",
     "max_tasks_per_worker": "replace a worker process after this many tasks.",
 }
