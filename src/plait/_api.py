@@ -8,13 +8,7 @@ returns (awaited, for a coroutine function). help() shows the options from ``_op
 from __future__ import annotations
 
 import inspect
-from collections.abc import (
-    AsyncIterable,
-    Awaitable,
-    Callable,
-    Generator,
-    Iterable,
-)
+from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args, overload
 
 from ._options import (
