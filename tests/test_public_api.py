@@ -39,6 +39,7 @@ LAZY_MODULES = [
     "multiprocessing",
     "concurrent.futures.process",
     "plait.http",
+    "plait.testing",
     "plait._backends._process",
 ]
 
@@ -108,6 +109,45 @@ def test_outcome_fields() -> None:
         bad.unwrap()
 
 
+def test_fake_clock_is_public_in_plait_testing() -> None:
+    from plait.testing import FakeClock
+
+    assert plait.testing.FakeClock is FakeClock
+    assert FakeClock.__module__ == "plait.testing"
+    assert plait.testing.__all__ == ["FakeClock"]
+    clock = FakeClock(start=10.0)
+    waits: list[float] = []
+
+    async def started(i: int) -> float:
+        return clock.now()
+
+    # 4 starts at 2/s, all at once in real time; then the retries' backoff on the same clock
+    assert plait.map(started, range(4), rate="2/s", clock=clock) == [10.0, 10.5, 11.0, 11.5]
+
+    async def flaky(i: int) -> float:
+        waits.append(clock.now())
+        if len(waits) < 3:
+            raise OSError("try again")
+        return clock.now()
+
+    assert plait.map(flaky, [0], retries=5, clock=clock) == [waits[-1]]
+    assert len(waits) == 3 and waits[0] < waits[1] < waits[2]  # it waited in virtual time
+
+
+def test_fake_clock_example_runs() -> None:
+    """The example in FakeClock's docstring, run as a doctest through the public name."""
+    import doctest
+
+    from plait.testing import FakeClock
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(FakeClock, "plait.testing.FakeClock"):
+        runner.run(test)
+    assert runner.tries >= 5
+    assert runner.failures == 0
+
+
 def test_version_matches_the_distribution() -> None:
     assert plait.__version__ == importlib.metadata.version("plait")
 
@@ -122,6 +162,11 @@ def _fresh(code: str) -> str:
         check=True,
     )
     return done.stdout
+
+
+def test_plait_testing_is_imported_on_first_use() -> None:
+    code = "import sys, plait; print('plait.testing' in sys.modules, plait.testing.FakeClock())"
+    assert _fresh(code).startswith("False <plait.testing.FakeClock object")
 
 
 def test_import_does_not_pull_heavy_dependencies() -> None:

@@ -47,15 +47,15 @@ del _name, _obj
 
 
 def __getattr__(name: str) -> object:
-    """``plait.http`` is imported on first use: it brings aiohttp's world with it. So is
-    ``WorkerCrashed``: its stdlib base class imports multiprocessing."""
+    """``plait.http`` (it brings aiohttp's world with it) and ``plait.testing`` are imported
+    on first use. So is ``WorkerCrashed``: its stdlib base class imports multiprocessing."""
     if name == "WorkerCrashed":
         from ._exceptions import WorkerCrashed
 
         globals()[name] = WorkerCrashed
         return WorkerCrashed
-    if name == "http":
+    if name in ("http", "testing"):
         import importlib
 
-        return importlib.import_module(".http", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'plait' has no attribute {name!r}")

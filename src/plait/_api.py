@@ -1,25 +1,133 @@
-"""The public functions: short, they check the options and hand a plan to a driver."""
+"""The public functions: short, they check the options and hand a plan to a driver.
+
+The options are typed once, in ``_options.RunOptions``; the overloads below give the result
+type: ``list[R]``, or ``list[Outcome[R]]`` with ``errors="collect"``, where ``R`` is what ``fn``
+returns (awaited, for a coroutine function). help() shows the options from ``_options`` too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+import inspect
+from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args, overload
 
-from ._options import check_callable, check_iterable, options
+from ._options import (
+    DEFAULTS,
+    DOCS,
+    BackendName,
+    Kind,
+    RunOptions,
+    check_callable,
+    check_iterable,
+    options,
+)
+from ._outcome import Outcome
+from ._results import ERROR_MODES
+from ._stream import AsyncResults
 
-_OPTIONS_DOC = """
-    backend:   "auto" (default), "inline", "thread", "process" or "asyncio".
-    workers:   how many calls run at once (None: the backend's default).
-    ordered:   results in input order (default) or, if False, as they complete.
-    chunksize: items per round trip to a worker (None: learned from the measured call time).
-    errors:    "raise" (the task's own exception, after the results before it), "collect"
-               (one plait.Outcome per input) or "skip" (successes only).
-    progress:  show a progress bar on stderr.
-"""
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from ._options import ErrorMode
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Items = Iterable[T] | AsyncIterable[T]
+Raised = Literal["raise", "skip"]
 
 
-def imap(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterator[Any]:
-    """Run ``fn`` on each item at once, yielding results as a stream.
+@overload
+def map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    /,
+    *,
+    errors: Raised = ...,
+    **options: Unpack[RunOptions],
+) -> list[R]: ...
+@overload
+def map(
+    fn: Callable[[T], R], items: Items[T], /, *, errors: Raised = ..., **options: Unpack[RunOptions]
+) -> list[R]: ...
+@overload
+def map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    /,
+    *,
+    errors: Literal["collect"],
+    **options: Unpack[RunOptions],
+) -> list[Outcome[R]]: ...
+@overload
+def map(
+    fn: Callable[[T], R],
+    items: Items[T],
+    /,
+    *,
+    errors: Literal["collect"],
+    **options: Unpack[RunOptions],
+) -> list[Outcome[R]]: ...
+@overload
+def map(
+    fn: Callable[[T], object],
+    items: Items[T],
+    /,
+    *,
+    errors: ErrorMode,
+    **options: Unpack[RunOptions],
+) -> list[Any]: ...
+def map(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> list[Any]:
+    """Run ``fn`` on each item at once and return the results as a list, in input order."""
+    check_callable(fn)
+    check_iterable(items)
+    from ._run import collect, make_plan
+
+    return collect(make_plan(fn, items, options(**opts), None))
+
+
+@overload
+def imap(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    /,
+    *,
+    errors: Raised = ...,
+    **options: Unpack[RunOptions],
+) -> Generator[R, None, None]: ...
+@overload
+def imap(
+    fn: Callable[[T], R], items: Items[T], /, *, errors: Raised = ..., **options: Unpack[RunOptions]
+) -> Generator[R, None, None]: ...
+@overload
+def imap(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    /,
+    *,
+    errors: Literal["collect"],
+    **options: Unpack[RunOptions],
+) -> Generator[Outcome[R], None, None]: ...
+@overload
+def imap(
+    fn: Callable[[T], R],
+    items: Items[T],
+    /,
+    *,
+    errors: Literal["collect"],
+    **options: Unpack[RunOptions],
+) -> Generator[Outcome[R], None, None]: ...
+@overload
+def imap(
+    fn: Callable[[T], object],
+    items: Items[T],
+    /,
+    *,
+    errors: ErrorMode,
+    **options: Unpack[RunOptions],
+) -> Generator[Any, None, None]: ...
+def imap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> Generator[Any, None, None]:
+    """Run ``fn`` on each item at once, yielding results as a stream (``close()`` stops it).
 
     Input is pulled lazily: at most a small window (2 x workers chunks) is read ahead of what
     the consumer has taken, so infinite generators work.
@@ -28,20 +136,52 @@ def imap(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterat
     check_iterable(items)
     from ._run import make_plan, run_sync
 
-    return run_sync(make_plan(fn, items, options(**opts), None))
+    return cast(Generator[Any, None, None], run_sync(make_plan(fn, items, options(**opts), None)))
 
 
-def map(fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> list[Any]:
-    """Run ``fn`` on each item at once and return the results as a list."""
-    check_callable(fn)
-    check_iterable(items)
-    from ._run import collect, make_plan
-
-    return collect(make_plan(fn, items, options(**opts), None))
-
-
-def amap(fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:
-    """``async for result in plait.amap(fn, items)``: the native async entry.
+@overload
+def amap(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    /,
+    *,
+    errors: Raised = ...,
+    **options: Unpack[RunOptions],
+) -> AsyncResults[R]: ...
+@overload
+def amap(
+    fn: Callable[[T], R], items: Items[T], /, *, errors: Raised = ..., **options: Unpack[RunOptions]
+) -> AsyncResults[R]: ...
+@overload
+def amap(
+    fn: Callable[[T], Awaitable[R]],
+    items: Items[T],
+    /,
+    *,
+    errors: Literal["collect"],
+    **options: Unpack[RunOptions],
+) -> AsyncResults[Outcome[R]]: ...
+@overload
+def amap(
+    fn: Callable[[T], R],
+    items: Items[T],
+    /,
+    *,
+    errors: Literal["collect"],
+    **options: Unpack[RunOptions],
+) -> AsyncResults[Outcome[R]]: ...
+@overload
+def amap(
+    fn: Callable[[T], object],
+    items: Items[T],
+    /,
+    *,
+    errors: ErrorMode,
+    **options: Unpack[RunOptions],
+) -> AsyncResults[Any]: ...
+def amap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> AsyncResults[Any]:
+    """``async for result in plait.amap(fn, items)``, or ``await plait.amap(fn, items)`` for
+    the list: the native async entry.
 
     Runs the scheduler on the running loop; ``items`` may be an async iterable too.
     """
@@ -49,8 +189,76 @@ def amap(fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[An
     check_iterable(items)
     from ._run import make_plan, run_async
 
-    return run_async(make_plan(fn, items, options(**opts), None))
+    run = run_async(make_plan(fn, items, options(**opts), None))
+    return AsyncResults(cast(Any, run))  # run_async is an async generator
 
 
-for _function in (imap, map, amap):
-    _function.__doc__ = (_function.__doc__ or "") + _OPTIONS_DOC
+# --- help(): every option with its type and default ------------------------------------------
+
+
+class _Shown:
+    """An annotation help() prints as written (it quotes plain strings)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+def _literal(values: Iterable[str]) -> str:
+    return "Literal[" + ", ".join(f'"{value}"' for value in values) + "]"
+
+
+_SPELLED_OUT = {  # aliases help() shows in full
+    "BackendName": _literal(get_args(BackendName)),
+    "Kind": _literal(get_args(Kind)),
+    "RetryOn": "type[BaseException] | tuple[type[BaseException], ...] "
+    "| Callable[[BaseException], bool]",
+}
+
+
+def _annotation(name: str) -> _Shown:
+    if name == "errors":
+        return _Shown(_literal(ERROR_MODES))
+    hint = RunOptions.__annotations__[name]
+    text = str(getattr(hint, "__forward_arg__", hint))  # a ForwardRef, or its text
+    for alias, spelled in _SPELLED_OUT.items():
+        text = text.replace(alias, spelled)
+    return _Shown(text)
+
+
+def _document(function: Callable[..., Any], returns: str) -> None:
+    """Give ``function`` the signature and option list help() and IDEs show."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    positional = inspect.Parameter.POSITIONAL_ONLY
+    parameters = [
+        inspect.Parameter("fn", positional, annotation=_Shown("Callable[[T], R]")),
+        inspect.Parameter(
+            "items", positional, annotation=_Shown("Iterable[T] | AsyncIterable[T]")
+        ),
+        *(
+            inspect.Parameter(name, keyword, default=default, annotation=_annotation(name))
+            for name, default in zip(DEFAULTS._fields, DEFAULTS, strict=True)
+        ),
+    ]
+    signature = inspect.Signature(parameters, return_annotation=_Shown(returns))
+    setattr(function, "__signature__", signature)  # noqa: B010 - mypy knows no such attribute
+    summary = (function.__doc__ or "").rstrip()
+    function.__doc__ = f"{summary}\n\n    Options (keyword-only):\n{_OPTION_LINES}"
+
+
+def _option_lines() -> str:
+    width = max(len(name) for name in DOCS) + 2
+    newline = "\n" + " " * (6 + width)
+    return "".join(
+        f"      {name:{width}}" + doc.replace("\n", newline) + "\n" for name, doc in DOCS.items()
+    )
+
+
+_OPTION_LINES = _option_lines()
+_document(map, "list[R] | list[Outcome[R]]")
+_document(imap, "Iterator[R] | Iterator[Outcome[R]]")
+_document(amap, "AsyncResults[R] | AsyncResults[Outcome[R]]")

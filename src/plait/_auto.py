@@ -24,7 +24,10 @@ from ._decision import Decision
 from ._options import Options, check_callable, check_iterable, options
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from . import _probe
+    from ._options import RunOptions
 
 Need = Literal["sample", "trial", "pickle"]
 
@@ -329,7 +332,7 @@ def log(decision: Decision) -> None:
         print(f"plait: {decision}", file=sys.stderr)
 
 
-def explain(fn: Callable[..., Any], items: Any, /, **opts: Any) -> Decision:
+def explain(fn: Callable[..., Any], items: Any, /, **opts: Unpack[RunOptions]) -> Decision:
     """What ``plait.map(fn, items, **opts)`` would choose, and why.
 
     This measures as ``map`` does: it calls ``fn`` on the first items (for about 50 ms, or

@@ -43,7 +43,24 @@ REAL_CLOCK = RealClock()
 
 
 class FakeClock:
-    """Virtual time for tests; ``sleep`` waits until the clock is moved past its deadline."""
+    """Virtual time for tests: pass ``clock=FakeClock()`` and rate limits and retry backoff
+    run on it, exactly and without waiting (``timeout`` and ``deadline`` stay in real time).
+
+    ``sleep`` waits until the clock is moved past its deadline. With ``autojump=True`` (the
+    default) time jumps to the next deadline as soon as the event loop is idle; with
+    ``autojump=False`` only ``advance(seconds)`` moves it. ``now()`` starts at ``start``.
+
+    >>> import plait
+    >>> from plait.testing import FakeClock
+    >>> clock = FakeClock()
+    >>> async def started(i):
+    ...     return clock.now()
+    >>> plait.map(started, range(5), rate="2/s", clock=clock)  # 2 s of virtual time, instant
+    [0.0, 0.5, 1.0, 1.5, 2.0]
+
+    Read ``now()`` on the event loop (an ``async def`` task, as here): a thread that reads it
+    may see a time the clock has already jumped to.
+    """
 
     def __init__(self, start: float = 0.0, *, autojump: bool = True) -> None:
         self._now = float(start)
