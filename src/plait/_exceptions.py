@@ -13,6 +13,8 @@ raise the usual ``TypeError`` / ``ValueError`` with a message that says what to 
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
+
 
 class PlaitError(Exception):
     """Base class of the errors that plait raises itself."""
@@ -26,7 +28,7 @@ class SerializationError(PlaitError):
     """A function, argument or result cannot be pickled to or from a worker process."""
 
 
-class WorkerCrashed(PlaitError):
+class WorkerCrashed(PlaitError, BrokenProcessPool):
     """The worker process died while it ran this task; the worker was replaced."""
 
     def __init__(self, message: str, exitcode: int | None = None) -> None:
