@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from ._dropin_worker import AuthKey, initialize, process_chunk, run_pickled
+from ._dropin_worker import AuthKey, dumps, initialize, process_chunk, run_pickled
 from ._executor import FutureReply
 from ._lifetime import exiting, watch
 
@@ -299,9 +299,7 @@ class ProcessPoolExecutor(_Executor):
         super().__init__(backend, backend.prepare(run_pickled), _check_timeout(timeout))
 
     def _item(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        import cloudpickle
-
-        return cloudpickle.dumps((_authkey(), fn, args, kwargs), protocol=5)
+        return dumps((_authkey(), fn, args, kwargs))
 
     def map(
         self,

@@ -5,10 +5,38 @@ Kept light: a process worker imports only this, not the executors.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
+
+
+def dumps(obj: Any) -> bytes:
+    """cloudpickle (lambdas and ``__main__`` functions travel by value), except that a method
+    bound to a class goes by reference as plain pickle sends it (cloudpickle would send its
+    function by value, and the worker's traceback would lose the source lines)."""
+    import io
+
+    buffer = io.BytesIO()
+    _pickler()(buffer, protocol=5).dump(obj)
+    return buffer.getvalue()
+
+
+@functools.cache
+def _pickler() -> Any:
+    import cloudpickle
+
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj) is types.MethodType and isinstance(obj.__self__, type):
+                name = obj.__func__.__name__
+                if getattr(obj.__self__, name, None) == obj:
+                    return getattr, (obj.__self__, name)
+            return super().reducer_override(obj)
+
+    return Pickler
 
 
 def initialize(fn: Callable[..., Any], args: tuple[Any, ...], *_setup: Any) -> None:

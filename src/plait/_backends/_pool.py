@@ -26,6 +26,7 @@ from ._base import ChunkResult, close_thread_runner
 
 W = TypeVar("W")
 _pool_ids = itertools.count(1)
+_UNOPENED: Any = object()  # a pool thread's worker before its first task
 
 
 class Reply(Protocol):
@@ -157,12 +158,7 @@ class QueuePool(Generic[W]):
         self._threads.append(thread)
 
     def _serve(self) -> None:
-        try:
-            worker = self._open_worker()
-        except BaseException as exc:  # e.g. the initializer failed: the pool cannot run tasks
-            self._break(exc)
-            close_thread_runner()
-            return
+        worker: Any = _UNOPENED  # opened with the first task, which counts as running meanwhile
         try:
             while True:
                 task = self._tasks.get()
@@ -172,17 +168,24 @@ class QueuePool(Generic[W]):
                 del task  # an idle thread must not keep the last task's arguments alive
         finally:
             close_thread_runner()
-            self._close_worker(worker)
+            if worker is not _UNOPENED:
+                self._close_worker(worker)
 
-    def _run_task(self, worker: W, task: _Task) -> W:
+    def _run_task(self, worker: Any, task: _Task) -> Any:
         ticket, reply, handle, items, timeout_s = task
+        if self._broken is not None:
+            reply.fail(ticket, self._broken)
+            return worker
         if not reply.start(ticket):
             self._now_idle()
             return worker
         try:
+            if worker is _UNOPENED:
+                worker = self._open_worker()
             worker, result = self._execute(worker, handle, items, timeout_s)
         except BaseException as exc:  # SystemExit and the like: the task's error, never ours
-            result = ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), exc), 0.0)
+            error = self._break(exc) if worker is _UNOPENED else exc
+            result = ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), error), 0.0)
         self._now_idle()  # before the reply, so a caller woken by it finds this thread idle
         reply.put(ticket, result)
         return worker
@@ -191,8 +194,9 @@ class QueuePool(Generic[W]):
         with self._lock:
             self._idle += 1
 
-    def _break(self, exc: BaseException) -> None:
-        """A worker could not start: fail what is queued and refuse new work, with one error."""
+    def _break(self, exc: BaseException) -> BaseException:
+        """A worker could not start (its initializer failed): fail what is queued and refuse new
+        work, all with one error."""
         error = concurrent.futures.BrokenExecutor(
             f"a worker of this pool failed to start ({type(exc).__name__}: {exc}); "
             "the pool cannot run tasks"
@@ -201,9 +205,9 @@ class QueuePool(Generic[W]):
         with self._lock:
             if self._broken is None:
                 self._broken = error
-        self._drop_queued(self._broken)
-        for _ in self._threads:  # the other threads leave too
-            self._tasks.put(None)
+            broken = self._broken
+        self._drop_queued(broken)
+        return broken
 
     def close(
         self, *, cancel: bool = False, wait: bool | float = True, cancel_queued: bool = False
