@@ -6,6 +6,8 @@ creating a file and waits for the test to create another one.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import sys
 import time
@@ -79,6 +81,38 @@ def block(started: str, release: str, value: Any = None, limit_s: float = 30.0) 
             raise TimeoutError("never released")
         time.sleep(0.005)
     return value
+
+
+async def ablock(started: str, release: str, value: Any = None, limit_s: float = 30.0) -> Any:
+    """``block`` for the asyncio backend: waits without blocking the loop."""
+    Path(started).touch()
+    deadline = time.monotonic() + limit_s
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        await asyncio.sleep(0.005)
+    return value
+
+
+class Gate:
+    """Files that let a test start tasks that block, see them start, and release them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.release_file = folder / "release"
+        self._ids = itertools.count()
+
+    def task(self) -> tuple[str, str]:
+        return str(self.folder / f"started-{next(self._ids)}"), str(self.release_file)
+
+    def wait_started(self, started: str, limit_s: float = 30.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while not os.path.exists(started):
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.005)
+
+    def release(self) -> None:
+        self.release_file.touch()
 
 
 def append_line(path: str, text: str, delay_s: float = 0.0) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import gc
 import inspect
-import itertools
 import logging
 import os
 import pickle
@@ -43,27 +42,9 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-class Gate:
-    """Files that let a test start tasks that block, see them start, and release them."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.release_file = folder / "release"
-        self._ids = itertools.count()
-
-    def task(self) -> tuple[str, str]:
-        return str(self.folder / f"started-{next(self._ids)}"), str(self.release_file)
-
-    def wait_started(self, started: str) -> None:
-        assert wait_until(lambda: os.path.exists(started), 30), "the task never started"
-
-    def release(self) -> None:
-        self.release_file.touch()
-
-
 @pytest.fixture
-def gate(tmp_path: Path) -> Iterator[Gate]:
-    opened = Gate(tmp_path)
+def gate(tmp_path: Path) -> Iterator[D.Gate]:
+    opened = D.Gate(tmp_path)
     yield opened
     opened.release()  # never leave a task blocked, whatever the test did
 
@@ -153,7 +134,7 @@ def test_map_chunksize_keeps_order() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_map_timeout_raises_during_iteration_and_cancels_the_rest(kind: str, gate: Gate) -> None:
+def test_map_timeout_raises_during_iteration_and_cancels_the_rest(kind: str, gate: D.Gate) -> None:
     with PLAIT[kind](1) as executor:
         started, release = gate.task()
         blocker = executor.submit(D.block, started, release)
@@ -171,7 +152,7 @@ def test_map_timeout_raises_during_iteration_and_cancels_the_rest(kind: str, gat
 
 
 @pytest.mark.timeout(60)
-def test_a_running_future_is_running_and_cannot_be_cancelled(kind: str, gate: Gate) -> None:
+def test_a_running_future_is_running_and_cannot_be_cancelled(kind: str, gate: D.Gate) -> None:
     with PLAIT[kind](1) as executor:
         started, release = gate.task()
         future = executor.submit(D.block, started, release, "value")
@@ -187,7 +168,7 @@ def test_a_running_future_is_running_and_cannot_be_cancelled(kind: str, gate: Ga
 
 
 @pytest.mark.timeout(60)
-def test_shutdown_cancel_futures_cancels_only_pending_ones(kind: str, gate: Gate) -> None:
+def test_shutdown_cancel_futures_cancels_only_pending_ones(kind: str, gate: D.Gate) -> None:
     executor = PLAIT[kind](1)
     started, release = gate.task()
     running = executor.submit(D.block, started, release, "finished")
@@ -392,7 +373,7 @@ def test_pickling_errors_reach_the_future_with_their_own_type() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_task_timeout_extra(kind: str, gate: Gate) -> None:
+def test_task_timeout_extra(kind: str, gate: D.Gate) -> None:
     with pytest.raises(ValueError, match="timeout"):
         PLAIT[kind](1, timeout=0)
     with PLAIT[kind](1, timeout=0.3) as executor:

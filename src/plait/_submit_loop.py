@@ -29,8 +29,8 @@ class SubmitLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._waiting: deque[_Call] = deque()  # under the lock: shutdown cancels them at once
         # Touched on the loop thread only:
-        self._waiting: deque[_Call] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -38,7 +38,8 @@ class SubmitLoop:
         with self._lock:  # so that no call can arrive after the one that closes the loop
             if self._closed:
                 raise RuntimeError("this plait.Pool is shut down; create a new one")
-            self._started().call_soon_threadsafe(self._arrive, (future, handle, item))
+            self._waiting.append((future, handle, item))
+            self._started().call_soon_threadsafe(self._admit)
 
     def _started(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -49,17 +50,19 @@ class SubmitLoop:
             self._loop, self._thread = loop, thread
         return self._loop
 
-    def _arrive(self, call: _Call) -> None:
-        self._waiting.append(call)
-        self._admit()
-
     def _admit(self) -> None:
-        while self._waiting and len(self._tasks) < self._backend.workers:
-            future, handle, item = self._waiting.popleft()
+        """On the loop: start waiting calls up to the limit; stop when closing and idle."""
+        while len(self._tasks) < self._backend.workers:
+            with self._lock:
+                if not self._waiting:
+                    break
+                future, handle, item = self._waiting.popleft()
             if future.set_running_or_notify_cancel():
                 task = asyncio.get_running_loop().create_task(self._one(future, handle, item))
                 self._tasks.add(task)
-        if self._closing and not self._tasks and not self._waiting:
+        with self._lock:
+            idle = not self._tasks and not self._waiting
+        if self._closing and idle:
             asyncio.get_running_loop().stop()
 
     async def _one(self, future: concurrent.futures.Future[Any], handle: Any, item: Any) -> None:
@@ -84,20 +87,21 @@ class SubmitLoop:
         with self._lock:
             self._closed = True
             loop, thread = self._loop, self._thread
+            dropped = list(self._waiting) if cancel_queued or cancel else []
+            if dropped:
+                self._waiting.clear()
+        for future, _, _ in dropped:
+            future.cancel()
+            future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait()
         if loop is None or thread is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed already
-            loop.call_soon_threadsafe(self._close, cancel_queued or cancel, cancel)
+            loop.call_soon_threadsafe(self._close, cancel)
         if wait is not False and thread is not threading.current_thread():
             thread.join(None if wait is True else float(wait))
 
-    def _close(self, drop_queued: bool, stop_running: bool) -> None:
+    def _close(self, stop_running: bool) -> None:
         self._closing = True
-        if drop_queued:
-            for future, _, _ in self._waiting:
-                future.cancel()
-                future.set_running_or_notify_cancel()  # wakes concurrent.futures.wait()
-            self._waiting.clear()
         if stop_running:
             for task in self._tasks:
                 task.cancel()
