@@ -192,11 +192,19 @@ def run_module(module: str, log: Path, pattern: str | None) -> None:
 
     import plait
 
-    assert concurrent.futures.ThreadPoolExecutor is plait.ThreadPoolExecutor, "patch not active"
-    assert concurrent.futures.ProcessPoolExecutor is plait.ProcessPoolExecutor
+    swapped: list[object] = [
+        concurrent.futures.ThreadPoolExecutor,
+        concurrent.futures.ProcessPoolExecutor,
+    ]
+    assert swapped == [plait.ThreadPoolExecutor, plait.ProcessPoolExecutor], "patch not active"
+
     suite = unittest.defaultTestLoader.loadTestsFromName(f"{PACKAGE}.{module}")
     _Recorder.log = log
-    runner = unittest.TextTestRunner(resultclass=_Recorder, verbosity=2, stream=sys.stderr)
+    runner = unittest.TextTestRunner(
+        resultclass=_Recorder,  # type: ignore[arg-type]
+        verbosity=2,
+        stream=sys.stderr,
+    )
     runner.run(_apply_skips(suite, pattern))
 
 

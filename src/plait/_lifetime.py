@@ -57,4 +57,9 @@ def _at_exit() -> None:
     with _lock:
         owners = list(_live)
     for owner in owners:
-        owner.shutdown(wait=True)
+        try:
+            owner.shutdown(wait=True)
+        except Exception:  # one pool's failure must not keep the others' work from finishing
+            import traceback
+
+            traceback.print_exc()

@@ -136,8 +136,8 @@ class QueuePool(Generic[W]):
 
     def _enqueue(self, task: _Task) -> None:
         """Under the lock: queue a task, starting a thread if none is idle."""
-        if self._broken is not None:
-            raise self._broken
+        if self._broken is not None:  # a fresh error each time: tracebacks do not pile up
+            raise type(self._broken)(*self._broken.args) from self._broken.__cause__
         if self._closed:
             raise RuntimeError("this plait pool is shut down; create a new one")
         if self._idle <= 0 and len(self._threads) < self.workers:
