@@ -82,19 +82,10 @@ class Server:
     async def start(self, port: int = 0) -> None:
         app = web.Application(middlewares=[self._record])
         routes = [
-            ("/ok/{name}", _ok),
-            ("/json/{name}", _json),
-            ("/notjson", _notjson),
-            ("/slow", _slow),
-            ("/status/{code}", _status),
-            ("/flaky/{key}", self._flaky),
-            ("/limited/{key}", self._limited),
-            ("/reset", _reset),
-            ("/reset/{key}", self._reset),
-            ("/huge", _huge),
-            ("/hang", _hang),
-            ("/echo", _echo),
-            ("/hold/{i}", self._hold),
+            ("/ok/{name}", _ok), ("/json/{name}", _json), ("/notjson", _notjson),
+            ("/slow", _slow), ("/status/{code}", _status), ("/flaky/{key}", self._flaky),
+            ("/limited/{key}", self._limited), ("/reset", _reset), ("/reset/{key}", self._reset),
+            ("/huge", _huge), ("/hang", _hang), ("/echo", _echo), ("/hold/{i}", self._hold),
         ]
         for path, handler in routes:
             app.router.add_route("*", path, handler)

@@ -31,30 +31,16 @@ from plait._options import options as plait_options
 
 
 def sample(
-    per_call_s: float = 0.01,
-    cpu_share: float = 1.0,
-    calls: int = 8,
-    *,
-    done: int | None = None,
-    errors: dict[int, BaseException] | None = None,
-    exhausted: bool = False,
-    trial: _probe.Trial | None = None,
-    awaitable: bool = False,
+    per_call_s: float = 0.01, cpu_share: float = 1.0, calls: int = 8, *, done: int | None = None,
+    errors: dict[int, BaseException] | None = None, exhausted: bool = False,
+    trial: _probe.Trial | None = None, awaitable: bool = False,
 ) -> _probe.Sample:
     done = calls if done is None else done
     wall = per_call_s * calls
     head = ChunkResult(list(range(done)), errors, wall)
     return _probe.Sample(
-        list(range(done)),
-        head,
-        iter(()),
-        exhausted,
-        calls,
-        wall,
-        wall * cpu_share,
-        per_call_s,
-        returned_awaitable=awaitable,
-        trial=trial,
+        list(range(done)), head, iter(()), exhausted, calls, wall, wall * cpu_share, per_call_s,
+        returned_awaitable=awaitable, trial=trial,
     )
 
 
@@ -137,12 +123,8 @@ def test_cpu_work_that_releases_the_gil_stays_in_threads() -> None:
 
 
 def test_an_unpicklable_function_falls_back_to_threads_with_the_reason() -> None:
-    facts = replace(
-        BASE,
-        trial_tried=True,
-        pickle_checked=True,
-        pickle_problem="the function cannot be pickled (TypeError: lock)",
-    )
+    facts = replace(BASE, trial_tried=True, pickle_checked=True,
+                    pickle_problem="the function cannot be pickled (TypeError: lock)")
     d = decided(replace(facts, sample=sample(per_call_s=0.012)))
     assert d.backend == "thread" and "cannot be pickled" in d.reason
 
@@ -404,9 +386,8 @@ def test_explain_true_logs_the_decision(caplog: pytest.LogCaptureFixture) -> Non
     assert any(isinstance(d, plait.Decision) and d.backend == "thread" for d in decisions)
 
 
-def test_explain_true_prints_when_logging_is_not_set_up(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_explain_true_prints_when_logging_is_not_set_up(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logging.Logger, "hasHandlers", lambda self: False)
     _auto.log(plait.Decision("thread", 4, None, "because."))
     assert capsys.readouterr().err == "plait: backend='thread', workers=4: because.\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import subprocess_env
 
-TASKS = textwrap.dedent("""
+TASKS = textwrap.dedent('''
     import time
 
     def double(x):
@@ -39,7 +39,7 @@ TASKS = textwrap.dedent("""
         return {x}
 
     NOT_A_FUNCTION = 42
-""")
+''')
 
 
 @pytest.fixture
@@ -49,17 +49,11 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def plait_cli(
-    folder: Path, *args: str, stdin: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
+def plait_cli(folder: Path, *args: str, stdin: str | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "plait", *args],
-        cwd=folder,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=subprocess_env(),
+        [sys.executable, "-m", "plait", *args], cwd=folder, input=stdin, capture_output=True,
+        text=True, timeout=timeout, env=subprocess_env(),
     )
 
 
@@ -93,26 +87,15 @@ def test_map_reads_stdin_and_any_json_values(folder: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["auto", "inline", "thread", "process", "asyncio"])
 def test_map_on_every_backend(folder: Path, backend: str) -> None:
-    result = plait_cli(
-        folder,
-        "map",
-        "tasks:nap",
-        "numbers.jsonl",
-        "--backend",
-        backend,
-        "--workers",
-        "3",
-        "--chunksize",
-        "2",
-    )
+    result = plait_cli(folder, "map", "tasks:nap", "numbers.jsonl", "--backend", backend,
+                       "--workers", "3", "--chunksize", "2")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == list(range(10))
 
 
 def test_map_unordered_gives_every_result(folder: Path) -> None:
-    result = plait_cli(
-        folder, "map", "tasks:nap", "numbers.jsonl", "--unordered", "--backend", "thread"
-    )
+    result = plait_cli(folder, "map", "tasks:nap", "numbers.jsonl", "--unordered",
+                       "--backend", "thread")
     assert result.returncode == 0
     assert sorted(lines(result.stdout)) == list(range(10))  # type: ignore[type-var]
 
@@ -123,9 +106,8 @@ def test_map_explain_and_progress_go_to_stderr(folder: Path) -> None:
     assert lines(result.stdout) == list(range(10))
     assert "plait: backend='thread'" in result.stderr
     assert re.search(r"took \d+\.\d ms", result.stderr), result.stderr
-    given = plait_cli(
-        folder, "map", "tasks:nap", "numbers.jsonl", "--explain", "--backend", "process"
-    )
+    given = plait_cli(folder, "map", "tasks:nap", "numbers.jsonl", "--explain",
+                      "--backend", "process")
     assert "backend='process', given with --backend" in given.stderr
 
 
@@ -139,9 +121,8 @@ def test_map_a_failing_task_exits_1_after_the_results_before_it(folder: Path) ->
 
 
 def test_map_errors_collect_and_skip(folder: Path) -> None:
-    collected = plait_cli(
-        folder, "map", "tasks:fail_on_three", "numbers.jsonl", "--errors", "collect"
-    )
+    collected = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl",
+                          "--errors", "collect")
     assert collected.returncode == 1
     rows = lines(collected.stdout)
     assert rows[3] == {"index": 3, "error": "ValueError: three is bad"}
@@ -151,20 +132,17 @@ def test_map_errors_collect_and_skip(folder: Path) -> None:
     assert lines(skipped.stdout) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
 
 
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (["map", "nosuchmodule:double", "numbers.jsonl"], ["no module named 'nosuchmodule'"]),
-        (["map", "tasks:nosuch", "numbers.jsonl"], ["module 'tasks' has no function 'nosuch'"]),
-        (["map", "tasks:NOT_A_FUNCTION", "numbers.jsonl"], ["is a int, not a function"]),
-        (["map", "tasks", "numbers.jsonl"], ["expected MODULE:FUNCTION"]),
-        (["map", "tasks:double", "missing.jsonl"], ["cannot read 'missing.jsonl'"]),
-        (["map", "tasks:double", "numbers.jsonl", "--workers", "0"], ["positive integer"]),
-        (["map", "tasks:double", "numbers.jsonl", "--backend", "gpu"], ["invalid choice"]),
-        (["map"], ["required"]),
-        (["nosuchcommand"], ["invalid choice"]),
-    ],
-)
+@pytest.mark.parametrize(("args", "words"), [
+    (["map", "nosuchmodule:double", "numbers.jsonl"], ["no module named 'nosuchmodule'"]),
+    (["map", "tasks:nosuch", "numbers.jsonl"], ["module 'tasks' has no function 'nosuch'"]),
+    (["map", "tasks:NOT_A_FUNCTION", "numbers.jsonl"], ["is a int, not a function"]),
+    (["map", "tasks", "numbers.jsonl"], ["expected MODULE:FUNCTION"]),
+    (["map", "tasks:double", "missing.jsonl"], ["cannot read 'missing.jsonl'"]),
+    (["map", "tasks:double", "numbers.jsonl", "--workers", "0"], ["positive integer"]),
+    (["map", "tasks:double", "numbers.jsonl", "--backend", "gpu"], ["invalid choice"]),
+    (["map"], ["required"]),
+    (["nosuchcommand"], ["invalid choice"]),
+])
 def test_bad_usage_is_one_line_and_exit_2(folder: Path, args: list[str], words: list[str]) -> None:
     assert_one_line_error(plait_cli(folder, *args), *words)
 
@@ -205,9 +183,8 @@ def test_help_and_version(folder: Path) -> None:
 
 
 def test_advise_prints_a_table_writes_a_chart_and_recommends(folder: Path) -> None:
-    result = plait_cli(
-        folder, "advise", "tasks:nap", "numbers.jsonl", "--seconds", "0.15", "--chart", "chart.svg"
-    )
+    result = plait_cli(folder, "advise", "tasks:nap", "numbers.jsonl", "--seconds", "0.15",
+                       "--chart", "chart.svg")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for label in ("inline", "thread x 4", "thread x 64", "process x 1", "auto: thread"):
@@ -221,14 +198,11 @@ def test_advise_prints_a_table_writes_a_chart_and_recommends(folder: Path) -> No
 
 
 def test_advise_without_input_uses_integers_and_bad_input_is_exit_2(folder: Path) -> None:
-    result = plait_cli(
-        folder, "advise", "tasks:double", "-", "--seconds", "0.05", "--chart", "", stdin="1\n2\n3\n"
-    )
+    result = plait_cli(folder, "advise", "tasks:double", "-", "--seconds", "0.05",
+                       "--chart", "", stdin="1\n2\n3\n")
     assert result.returncode == 0, result.stderr
     assert "Recommendation" in result.stdout and not (folder / "plait-advise.svg").exists()
-    assert_one_line_error(
-        plait_cli(folder, "advise", "tasks:double", "-", stdin=""), "no input values"
-    )
-    assert_one_line_error(
-        plait_cli(folder, "advise", "nope:double", "numbers.jsonl"), "no module named 'nope'"
-    )
+    assert_one_line_error(plait_cli(folder, "advise", "tasks:double", "-", stdin=""),
+                          "no input values")
+    assert_one_line_error(plait_cli(folder, "advise", "nope:double", "numbers.jsonl"),
+                          "no module named 'nope'")

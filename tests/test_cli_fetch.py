@@ -68,38 +68,14 @@ def write_urls(tmp_path: Path, urls: list[str]) -> Path:
 def test_defaults_and_options_parse() -> None:
     args = parse("fetch", "urls.txt")
     assert (args.concurrency, args.per_host, args.rate, args.retries, args.timeout) == (
-        100,
-        None,
-        None,
-        3,
-        30.0,
+        100, None, None, 3, 30.0
     )
     assert (args.output, args.resume, args.quiet) == (None, False, False)
-    args = parse(
-        "fetch",
-        "-",
-        "-c",
-        "8",
-        "--per-host",
-        "2",
-        "--rate",
-        "5/s",
-        "--retries",
-        "0",
-        "--timeout",
-        "1.5",
-        "-o",
-        "out.jsonl",
-        "--resume",
-        "-q",
-    )
+    args = parse("fetch", "-", "-c", "8", "--per-host", "2", "--rate", "5/s", "--retries", "0",
+                 "--timeout", "1.5", "-o", "out.jsonl", "--resume", "-q")
     assert (args.urls, args.concurrency, args.per_host, args.rate) == ("-", 8, 2, "5/s")
     assert (args.retries, args.timeout, args.output, args.resume, args.quiet) == (
-        0,
-        1.5,
-        "out.jsonl",
-        True,
-        True,
+        0, 1.5, "out.jsonl", True, True
     )
 
 
@@ -121,13 +97,8 @@ def test_one_json_line_per_url_and_a_summary(
     assert sorted(str(r["url"]) for r in records) == sorted(urls)
     assert all(set(r) == KEYS for r in records)
     by_url = {r["url"]: r for r in records}
-    assert by_url[urls[0]] == {
-        **by_url[urls[0]],
-        "status": 200,
-        "bytes": 4,
-        "attempts": 1,
-        "error": None,
-    }
+    assert by_url[urls[0]] == {**by_url[urls[0]], "status": 200, "bytes": 4, "attempts": 1,
+                               "error": None}
     assert str(by_url[urls[20]]["error"]).startswith("HTTPStatusError: HTTP 404")
     assert str(by_url["ftp://x/"]["error"]).startswith("InvalidRequest")
     err = capsys.readouterr().err
@@ -159,13 +130,8 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_urls_from_stdin_in_a_real_process(server: Server, module: bool) -> None:
     urls = "\n".join(server.url(f"/ok/{i}") for i in range(5)) + "\n"
     done = subprocess.run(
-        command("-", "-q", module=module),
-        input=urls,
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=30,
-        check=False,
+        command("-", "-q", module=module), input=urls, capture_output=True, text=True,
+        env=env(), timeout=30, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert sorted(json.loads(line)["url"] for line in done.stdout.splitlines()) == sorted(
@@ -178,12 +144,8 @@ def test_python_dash_m_plait_fetch(server: Server, tmp_path: Path) -> None:
     urls = write_urls(tmp_path, [server.url("/ok/1"), server.url("/json/x")])
     out = tmp_path / "out.jsonl"
     done = subprocess.run(
-        command(str(urls), "-o", str(out), module=True),
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=30,
-        check=False,
+        command(str(urls), "-o", str(out), module=True), capture_output=True, text=True,
+        env=env(), timeout=30, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert len(lines(out)) == 2 and "2 URLs in" in done.stderr
@@ -199,10 +161,8 @@ def test_resume_after_sigkill_fetches_each_url_exactly_once(server: Server, tmp_
     out = tmp_path / "results.jsonl"
     server.hold_from = held_from
     first = subprocess.Popen(
-        command(str(url_file), "-c", str(concurrency), "-o", str(out), "-q"),
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        command(str(url_file), "-c", str(concurrency), "-o", str(out), "-q"), env=env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 20
@@ -234,12 +194,8 @@ def test_resume_after_sigkill_fetches_each_url_exactly_once(server: Server, tmp_
     server.release()
 
     second = subprocess.run(
-        command(str(url_file), "-c", str(concurrency), "-o", str(out), "--resume"),
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        command(str(url_file), "-c", str(concurrency), "-o", str(out), "--resume"), env=env(),
+        capture_output=True, text=True, timeout=30, check=False,
     )
     assert second.returncode == 0, second.stderr
     assert f"{held_from} skipped" in second.stderr
@@ -256,10 +212,7 @@ def test_ctrl_c_stops_the_run_and_keeps_what_finished(server: Server, tmp_path: 
     out = tmp_path / "out.jsonl"
     run = subprocess.Popen(
         command(str(write_urls(tmp_path, urls)), "-c", "8", "-o", str(out), "--timeout", "60"),
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 20

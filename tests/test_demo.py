@@ -14,29 +14,16 @@ from plait import Decision, _demo
 
 def test_demo_quick_runs_the_four_scenarios_and_marks_autos_choice() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "plait", "demo", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(),
+        [sys.executable, "-m", "plait", "demo", "--quick"], capture_output=True, text=True,
+        timeout=120, env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for scenario in (
-        "Many API calls",
-        "Reading large files",
-        "CPU-heavy computations",
-        "Background tasks",
-    ):
+    for scenario in ("Many API calls", "Reading large files", "CPU-heavy computations",
+                     "Background tasks"):
         assert out.count(scenario) >= 3, out  # its rows, the checked table, auto's reason
-    for approach in (
-        "asyncio + aiohttp",
-        "threads + urllib",
-        "processes",
-        "threads",
-        "one after another",
-        "Pool(backend='thread').submit",
-    ):
+    for approach in ("asyncio + aiohttp", "threads + urllib", "processes", "threads",
+                     "one after another", "Pool(backend='thread').submit"):
         assert approach in out
     assert "<- auto's choice" in out and "The guide's table, checked here" in out
     api_row = next(line for line in out.splitlines() if line.startswith("Many API calls "))

@@ -45,12 +45,8 @@ def fresh_log(server: Server) -> None:
 def run_python(code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+        timeout=timeout, env=env, check=False,
     )
 
 
@@ -129,26 +125,15 @@ def test_a_huge_body_is_refused_past_max_body(server: Server) -> None:
 
 def test_bad_inputs_become_errors_and_the_run_goes_on(server: Server) -> None:
     inputs: list[object] = [
-        server.url("/ok/1"),
-        "not a url",
-        "ftp://example.com/file",
-        "http://",
-        42,
-        "http://nothing-here.invalid/",
-        Request(server.url("/echo"), json={1, 2}),
+        server.url("/ok/1"), "not a url", "ftp://example.com/file", "http://", 42,
+        "http://nothing-here.invalid/", Request(server.url("/echo"), json={1, 2}),
         server.url("/ok/2"),
     ]
     results = list(fetch_all(inputs, retries=2, backoff=FAST))  # type: ignore[arg-type]
     kinds = [type(r.error).__name__ if r.error else "ok" for r in results]
     assert kinds == [
-        "ok",
-        "InvalidRequest",
-        "InvalidRequest",
-        "InvalidRequest",
-        "InvalidRequest",
-        "HostNotFound",
-        "InvalidRequest",
-        "ok",
+        "ok", "InvalidRequest", "InvalidRequest", "InvalidRequest", "InvalidRequest",
+        "HostNotFound", "InvalidRequest", "ok",
     ]
     assert "unsupported scheme 'ftp'" in str(results[2].error)
     assert "nothing-here.invalid" in str(results[5].error)
@@ -196,8 +181,7 @@ def test_connection_reset_is_retried(server: Server) -> None:
     before the response (RFC 9112 9.3.1); plait's attempts come on top of that."""
     once, twice, always = fetch_all(
         [server.url("/reset/r1?n=1"), server.url("/reset/r2?n=2"), server.url("/reset")],
-        retries=2,
-        backoff=FAST,
+        retries=2, backoff=FAST,
     )
     assert once.ok and once.attempts == 1 and server.count("/reset/r1") == 2
     assert twice.ok and twice.attempts == 2 and server.count("/reset/r2") == 3
@@ -483,8 +467,7 @@ def test_public_names_of_plait_http_are_exported_and_documented() -> None:
     import plait.http as module
 
     public = {
-        name
-        for name, value in vars(module).items()
+        name for name, value in vars(module).items()
         if not name.startswith("_") and getattr(value, "__module__", None) == "plait.http"
     }
     assert public - {"FetchConfig", "FetchStats", "make_config", "check_open_files"} <= set(

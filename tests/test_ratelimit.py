@@ -13,14 +13,8 @@ from plait._ratelimit import KeyedRateLimiter, KeyedSlots, Rate, RateLimiter, Sl
 @pytest.mark.parametrize(
     ("spec", "count", "per_s"),
     [
-        ("50/s", 50, 1),
-        ("1000/min", 1000, 60),
-        ("3/5s", 3, 5),
-        ("10/hour", 10, 3600),
-        ("2.5/sec", 2.5, 1),
-        (" 7 / 2 mins ", 7, 120),
-        ("1/day", 1, 86400),
-        (4, 4, 1),
+        ("50/s", 50, 1), ("1000/min", 1000, 60), ("3/5s", 3, 5), ("10/hour", 10, 3600),
+        ("2.5/sec", 2.5, 1), (" 7 / 2 mins ", 7, 120), ("1/day", 1, 86400), (4, 4, 1),
         (0.5, 0.5, 1),
     ],
 )
@@ -93,7 +87,9 @@ def test_sequential_caller_is_spaced_from_its_own_previous_start() -> None:
     assert seen == [0.0, 0.25, 0.5]
 
 
-@pytest.mark.parametrize(("burst", "expected"), [(5, [3.0, 3.0, 3.0]), (1, [3.0, 3.1, 3.2])])
+@pytest.mark.parametrize(
+    ("burst", "expected"), [(5, [3.0, 3.0, 3.0]), (1, [3.0, 3.1, 3.2])]
+)
 def test_pause_until_holds_every_start_back(burst: int, expected: list[float]) -> None:
     clock = FakeClock()
     limiter = RateLimiter("10/s", burst=burst, clock=clock)

@@ -26,10 +26,7 @@ from ._backends import cpu_count
 from ._decision import Decision
 
 COLORS = {
-    "inline": "#8c8c8c",
-    "thread": "#4c78a8",
-    "process": "#f58518",
-    "asyncio": "#54a24b",
+    "inline": "#8c8c8c", "thread": "#4c78a8", "process": "#f58518", "asyncio": "#54a24b",
     "auto": "#b279a2",
 }
 
@@ -81,11 +78,7 @@ def plan_work(fn: Callable[..., Any], items: list[Any], seconds: float) -> int:
 
 
 def measure(
-    fn: Callable[..., Any],
-    items: list[Any],
-    count: int,
-    backend: str,
-    workers: int | None,
+    fn: Callable[..., Any], items: list[Any], count: int, backend: str, workers: int | None,
     seconds: float,
 ) -> Run:
     """One configuration: ``count`` items, more if that was over too soon (see the docstring)."""
@@ -99,11 +92,7 @@ def measure(
 
 
 def time_run(
-    fn: Callable[..., Any],
-    work: list[Any],
-    backend: str,
-    workers: int | None,
-    limit_s: float,
+    fn: Callable[..., Any], work: list[Any], backend: str, workers: int | None, limit_s: float,
 ) -> Run:
     """Run the work, or as much of it as fits in ``limit_s``; count what comes back."""
     import plait
@@ -159,20 +148,12 @@ def capture_decisions() -> Iterator[list[Decision]]:
 
 
 def run_advise(
-    fn: Callable[..., Any],
-    items: list[Any],
-    *,
-    name: str,
-    seconds: float,
-    chart: str | None,
+    fn: Callable[..., Any], items: list[Any], *, name: str, seconds: float, chart: str | None,
 ) -> int:
     cores = cpu_count()
     count = plan_work(fn, items, seconds)
-    print(
-        f"plait advise {name}: {len(items)} inputs, repeated to {count:,} items per run "
-        f"(~{seconds:g} s one after another), {cores} cores",
-        file=sys.stderr,
-    )
+    print(f"plait advise {name}: {len(items)} inputs, repeated to {count:,} items per run "
+          f"(~{seconds:g} s one after another), {cores} cores", file=sys.stderr)
     runs: list[Run] = []
     for backend, workers in [*configurations(fn, cores), ("auto", None)]:
         print(f"  timing {backend} x {workers or 'auto'} ...", file=sys.stderr)
@@ -204,10 +185,8 @@ def recommendation(runs: list[Run]) -> str:
     auto = next((run for run in runs if run.backend == "auto"), None)
     if auto is not None and auto.decision is not None and best.rate > 0:
         share = auto.rate / best.rate
-        lines.append(
-            f"auto chose {auto.decision.backend} x {auto.decision.workers}: "
-            f"{share:.0%} of the fastest. Why: {auto.decision.reason}"
-        )
+        lines.append(f"auto chose {auto.decision.backend} x {auto.decision.workers}: "
+                     f"{share:.0%} of the fastest. Why: {auto.decision.reason}")
         if share >= 0.9:
             lines.append("Recommendation: plait.map(fn, items) (auto) is as good as any.")
             return "\n".join(lines)

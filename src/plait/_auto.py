@@ -79,12 +79,8 @@ def choose(facts: Facts) -> Decision | Need:
     if f.recycle:
         return _given(f, "process", "max_tasks_per_worker recycles worker processes: processes.")
     if f.initializer and f.kind != "cpu":
-        return _given(
-            f,
-            "thread",
-            "An initializer was given, so calls are not sampled outside "
-            "the workers it sets up: threads (kind='cpu' for processes).",
-        )
+        return _given(f, "thread", "An initializer was given, so calls are not sampled outside "
+                                   "the workers it sets up: threads (kind='cpu' for processes).")
     # 3. Coroutine functions wait on an event loop: asyncio, many at once on one thread.
     if f.coroutine:
         return _asyncio(f, "fn is a coroutine function")
@@ -99,13 +95,9 @@ def choose(facts: Facts) -> Decision | Need:
     if f.async_input or f.policies:
         why = "The input is an async iterable" if f.async_input else _given_names(f.policies)
         workers = f.workers or default_workers("thread")
-        return Decision(
-            "thread",
-            workers,
-            f.chunksize,
-            f"{why}, so plait does not sample the calls: {workers} threads "
-            "(pass kind='cpu' for processes).",
-        )
+        return Decision("thread", workers, f.chunksize,
+                        f"{why}, so plait does not sample the calls: {workers} threads "
+                        "(pass kind='cpu' for processes).")
     # 6. Everything below rests on a timed sample of the first calls.
     if f.sample is None:
         return "sample"
@@ -121,41 +113,28 @@ def _measured(f: Facts, s: _probe.Sample) -> Decision | Need:
     if s.head.errors and f.errors == "raise":
         first = min(s.head.errors)
         error = type(s.head.errors[first]).__name__
-        return _inline(
-            f,
-            f"Call {first + 1} of the sample raised {error} and errors='raise', "
-            "so the run stops there; nothing more runs.",
-        )
+        return _inline(f, f"Call {first + 1} of the sample raised {error} and errors='raise', "
+                          "so the run stops there; nothing more runs.")
     # 9. The sample used up the input.
     if s.exhausted:
         if not s.head.values:
             return _inline(f, "The input is empty: nothing to run.")
-        return _inline(
-            f,
-            f"All {len(s.head.values)} items ran during the sample "
-            f"({_fmt(s.per_call_s)} each); nothing was left to run.",
-        )
+        return _inline(f, f"All {len(s.head.values)} items ran during the sample "
+                          f"({_fmt(s.per_call_s)} each); nothing was left to run.")
     # 10. Overhead-bound: microsecond calls lose more to a hand-off than parallelism gives back.
     if s.per_call_s < TINY_CALL_S:
-        return _inline(
-            f,
-            f"{calls}, less than the ~{_fmt(TINY_CALL_S)} a hand-off to a thread "
-            "or process costs, so they run inline in the calling thread.",
-        )
+        return _inline(f, f"{calls}, less than the ~{_fmt(TINY_CALL_S)} a hand-off to a thread "
+                          "or process costs, so they run inline in the calling thread.")
     share = f"{_percent(s.cpu_share)} of it on the CPU"
     if s.queued_s > 0.1 * s.wall_s:
         share += f" (not counting {_fmt(s.queued_s)} queued for a busy CPU)"
     # 11. Mostly waiting (blocking I/O): threads, as many as the wait ratio keeps busy.
     if s.cpu_share < IO_CPU_SHARE:
         workers = f.workers or _io_threads(f, s)
-        return Decision(
-            "thread",
-            workers,
-            f.chunksize,
-            f"{calls}, only {share}: they mostly wait, so they run in threads, "
-            f"{workers} at once ({f.cores} cores / CPU share, within "
-            f"{THREADS_MIN}-{THREADS_MAX} and the items left).",
-        )
+        return Decision("thread", workers, f.chunksize,
+                        f"{calls}, only {share}: they mostly wait, so they run in threads, "
+                        f"{workers} at once ({f.cores} cores / CPU share, within "
+                        f"{THREADS_MIN}-{THREADS_MAX} and the items left).")
     return _cpu_bound(f, s, f"{calls}, {share}")
 
 
@@ -171,42 +150,25 @@ def _cpu_bound(f: Facts, s: _probe.Sample, measured: str) -> Decision | Need:
         return "trial"
     trial = s.trial
     if trial is not None and trial.parallel >= THREADS_SCALE * trial.threads:
-        return _cpu_threads(
-            f,
-            s,
-            f"{measured}; on {trial.threads} threads, {trial.parallel:.1f} "
-            "ran at a time (they release the GIL), so they run in threads",
-        )
+        return _cpu_threads(f, s, f"{measured}; on {trial.threads} threads, {trial.parallel:.1f} "
+                                  "ran at a time (they release the GIL), so they run in threads")
     if trial is not None:
-        measured += (
-            f"; on {trial.threads} threads, only {trial.parallel:.1f} ran at a time "
-            "(they hold the GIL, or the machine is busy)"
-        )
+        measured += (f"; on {trial.threads} threads, only {trial.parallel:.1f} ran at a time "
+                     "(they hold the GIL, or the machine is busy)")
     # 15. Too little work left to pay for starting processes.
     left = _left(f, s)
     if left is not None and left * (1 - 1 / f.cores) < PROCESS_START_S:
-        return _inline(
-            f,
-            f"{measured}. The {_fmt(left)} of work left would not pay back "
-            f"starting processes (~{_fmt(PROCESS_START_S)}), so it runs inline.",
-        )
+        return _inline(f, f"{measured}. The {_fmt(left)} of work left would not pay back "
+                          f"starting processes (~{_fmt(PROCESS_START_S)}), so it runs inline.")
     # 16. Processes, if the function, inputs and results can travel there.
     if not f.pickle_checked:
         return "pickle"
     if f.pickle_problem is not None:
-        return _cpu_threads(
-            f,
-            s,
-            f"{measured}. Processes would suit them, but "
-            f"{f.pickle_problem}, so they run in threads",
-        )
+        return _cpu_threads(f, s, f"{measured}. Processes would suit them, but "
+                                  f"{f.pickle_problem}, so they run in threads")
     workers = f.workers or _processes(f, s)
-    return Decision(
-        "process",
-        workers,
-        f.chunksize,
-        f"{measured}: they run in {workers} processes, in chunks sized as they run.",
-    )
+    return Decision("process", workers, f.chunksize, f"{measured}: they run in {workers} "
+                                                     "processes, in chunks sized as they run.")
 
 
 def _cpu_hinted(f: Facts) -> Decision | Need:
@@ -230,12 +192,8 @@ def _inline(f: Facts, reason: str) -> Decision:
 
 def _asyncio(f: Facts, what: str) -> Decision:
     workers = f.workers or default_workers("asyncio")
-    return Decision(
-        "asyncio",
-        workers,
-        f.chunksize,
-        f"{what}: calls wait on one event loop, up to {workers} at once (asyncio).",
-    )
+    return Decision("asyncio", workers, f.chunksize,
+                    f"{what}: calls wait on one event loop, up to {workers} at once (asyncio).")
 
 
 def _cpu_threads(f: Facts, s: _probe.Sample | None, reason: str) -> Decision:
@@ -295,29 +253,18 @@ def initial_facts(fn: Callable[..., Any], items: Any, opts: Options, length: int
     from . import _probe
 
     return Facts(
-        backend=opts.backend,
-        workers=opts.workers,
-        chunksize=opts.chunksize,
-        kind=opts.kind,
-        errors=opts.errors,
-        coroutine=_probe.is_coroutine(fn),
-        async_input=_probe.is_async_input(items),
-        gil=_probe.gil_enabled(),
-        cores=_probe.cores(),
-        length=length,
-        policies=_policies(opts),
-        initializer=opts.initializer is not None,
-        recycle=opts.max_tasks_per_worker is not None,
+        backend=opts.backend, workers=opts.workers, chunksize=opts.chunksize, kind=opts.kind,
+        errors=opts.errors, coroutine=_probe.is_coroutine(fn),
+        async_input=_probe.is_async_input(items), gil=_probe.gil_enabled(),
+        cores=_probe.cores(), length=length, policies=_policies(opts),
+        initializer=opts.initializer is not None, recycle=opts.max_tasks_per_worker is not None,
     )
 
 
 def _policies(opts: Options) -> tuple[str, ...]:
     given = (
-        ("timeout", opts.timeout),
-        ("deadline", opts.deadline),
-        ("retries", opts.retries or None),
-        ("rate", opts.rate),
-        ("concurrency", opts.concurrency),
+        ("timeout", opts.timeout), ("deadline", opts.deadline), ("retries", opts.retries or None),
+        ("rate", opts.rate), ("concurrency", opts.concurrency),
     )
     return tuple(name for name, value in given if value is not None)
 
@@ -332,9 +279,8 @@ def gather(need: Need, fn: Callable[..., Any], items: Any, facts: Facts) -> Fact
     if need == "trial":
         assert facts.sample is not None
         threads = min(facts.cores, _probe.TRIAL_THREADS_MAX)
-        return replace(
-            facts, sample=_probe.thread_trial(fn, facts.sample, threads), trial_tried=True
-        )
+        return replace(facts, sample=_probe.thread_trial(fn, facts.sample, threads),
+                       trial_tried=True)
     s = facts.sample
     inputs, values = (s.inputs, s.head.values) if s is not None else ([], [])
     problem = _probe.pickle_problem(fn, inputs, values)
@@ -342,10 +288,7 @@ def gather(need: Need, fn: Callable[..., Any], items: Any, facts: Facts) -> Fact
 
 
 def measure(
-    fn: Callable[..., Any],
-    items: Any,
-    opts: Options,
-    length: int,
+    fn: Callable[..., Any], items: Any, opts: Options, length: int,
 ) -> tuple[Decision, Facts]:
     """Ask the table, measure what it needs, ask again: the decision and the facts it read."""
     facts = initial_facts(fn, items, opts, length)

@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_demo(sub: Any) -> None:
     parser = sub.add_parser(
-        "demo",
-        help="run the seed's four scenarios with every approach and time them",
+        "demo", help="run the seed's four scenarios with every approach and time them",
         description="Runs the four scenarios of the guide plait grew from (many API calls, "
         "reading large files, CPU-heavy computations, background tasks) with every approach, "
         "on this machine, and prints the measured times and which approach auto chose.",
@@ -92,37 +91,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _add_map(sub: Any) -> None:
     parser = sub.add_parser(
-        "map",
-        help="call MODULE:FUNCTION on each JSON line of the input",
+        "map", help="call MODULE:FUNCTION on each JSON line of the input",
         description="Calls FUNCTION on each input line (one JSON value per line) and writes "
         "each result as a JSON line on stdout. MODULE is imported from the current directory "
         "or sys.path.",
     )
     parser.add_argument("function", metavar="MODULE:FUNCTION")
-    parser.add_argument(
-        "input", nargs="?", default="-", metavar="INPUT_FILE|-", help="JSON lines (default: stdin)"
-    )
+    parser.add_argument("input", nargs="?", default="-", metavar="INPUT_FILE|-",
+                        help="JSON lines (default: stdin)")
     _add_run_options(parser)
-    parser.add_argument(
-        "--unordered",
-        action="store_true",
-        help="write results as they complete, not in input order",
-    )
-    parser.add_argument(
-        "--errors",
-        choices=ERROR_MODES,
-        default="raise",
-        help="raise: stop at the first failure (exit 1); collect: one "
-        '{"index", "value"|"error"} line per input (exit 1 if any failed); '
-        "skip: successes only",
-    )
+    parser.add_argument("--unordered", action="store_true",
+                        help="write results as they complete, not in input order")
+    parser.add_argument("--errors", choices=ERROR_MODES, default="raise",
+                        help="raise: stop at the first failure (exit 1); collect: one "
+                        '{"index", "value"|"error"} line per input (exit 1 if any failed); '
+                        "skip: successes only")
     parser.add_argument("--progress", action="store_true", help="progress bar on stderr")
-    parser.add_argument(
-        "--explain", action="store_true", help="say on stderr which backend runs the calls, and why"
-    )
-    parser.add_argument(
-        "--traceback", action="store_true", help="print the traceback of a failed task"
-    )
+    parser.add_argument("--explain", action="store_true",
+                        help="say on stderr which backend runs the calls, and why")
+    parser.add_argument("--traceback", action="store_true",
+                        help="print the traceback of a failed task")
     parser.set_defaults(handler=_map)
 
 
@@ -130,9 +118,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--workers", type=_positive, default=None)
     parser.add_argument("--chunksize", type=_positive, default=None)
-    parser.add_argument(
-        "--kind", choices=("io", "cpu"), default=None, help="hint for --backend auto"
-    )
+    parser.add_argument("--kind", choices=("io", "cpu"), default=None,
+                        help="hint for --backend auto")
 
 
 def _map(args: argparse.Namespace) -> int:
@@ -140,14 +127,9 @@ def _map(args: argparse.Namespace) -> int:
 
     fn = load_function(args.function)
     opts: dict[str, Any] = {
-        "backend": args.backend,
-        "workers": args.workers,
-        "chunksize": args.chunksize,
-        "kind": args.kind,
-        "ordered": not args.unordered,
-        "errors": args.errors,
-        "progress": args.progress,
-        "explain": args.explain,
+        "backend": args.backend, "workers": args.workers, "chunksize": args.chunksize,
+        "kind": args.kind, "ordered": not args.unordered, "errors": args.errors,
+        "progress": args.progress, "explain": args.explain,
     }
     if args.explain and args.backend != "auto":
         print(f"plait: backend={args.backend!r}, given with --backend", file=sys.stderr)
@@ -196,35 +178,21 @@ def _dumps(value: Any) -> str:
 
 def _add_advise(sub: Any) -> None:
     parser = sub.add_parser(
-        "advise",
-        help="time MODULE:FUNCTION on every backend and recommend one",
+        "advise", help="time MODULE:FUNCTION on every backend and recommend one",
         description="Runs FUNCTION on a sample of the input (repeated to about --seconds of "
         "work done one after another) under each backend and a few worker counts, prints a "
         "table of throughput, writes a chart (SVG) and recommends the fastest. The function "
         "really runs, many times.",
     )
     parser.add_argument("function", metavar="MODULE:FUNCTION")
-    parser.add_argument(
-        "input",
-        nargs="?",
-        default=None,
-        metavar="INPUT_FILE|-",
-        help="JSON lines (default: stdin, or the integers 0..N-1 on a terminal)",
-    )
-    parser.add_argument(
-        "--limit", type=_positive, default=200, help="input lines used (default 200)"
-    )
-    parser.add_argument(
-        "--seconds",
-        type=_seconds,
-        default=1.0,
-        help="work per run, in seconds of calls one after another (default 1)",
-    )
-    parser.add_argument(
-        "--chart",
-        default="plait-advise.svg",
-        help="where to write the chart (default plait-advise.svg; '' for none)",
-    )
+    parser.add_argument("input", nargs="?", default=None, metavar="INPUT_FILE|-",
+                        help="JSON lines (default: stdin, or the integers 0..N-1 on a terminal)")
+    parser.add_argument("--limit", type=_positive, default=200,
+                        help="input lines used (default 200)")
+    parser.add_argument("--seconds", type=_seconds, default=1.0,
+                        help="work per run, in seconds of calls one after another (default 1)")
+    parser.add_argument("--chart", default="plait-advise.svg",
+                        help="where to write the chart (default plait-advise.svg; '' for none)")
     parser.set_defaults(handler=_advise)
 
 
@@ -274,9 +242,8 @@ def _import(name: str) -> Any:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise UsageError(
-                f"no module named {name!r} (looked in the current directory and sys.path)"
-            ) from None
+            raise UsageError(f"no module named {name!r} (looked in the current directory "
+                             "and sys.path)") from None
         raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
     except Exception as exc:  # the module itself raised while it was imported
         raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
@@ -313,10 +280,8 @@ def _parse(line: str, where: str, number: int) -> Any:
     except json.JSONDecodeError as exc:
         shown = line.strip()
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise BadInput(
-            f"{where}, line {number} is not JSON ({exc.msg}): {shown!r}; "
-            'each line must hold one JSON value, e.g. 42, "text" or [1, 2]'
-        ) from None
+        raise BadInput(f"{where}, line {number} is not JSON ({exc.msg}): {shown!r}; "
+                       "each line must hold one JSON value, e.g. 42, \"text\" or [1, 2]") from None
 
 
 def read_sample(path: str | None, limit: int) -> list[Any]:

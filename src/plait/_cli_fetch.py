@@ -36,38 +36,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("urls", metavar="URLS_FILE|-", help="file of URLs, or - for stdin")
-    parser.add_argument(
-        "-c", "--concurrency", type=_positive, default=100, help="requests in flight (default 100)"
-    )
-    parser.add_argument(
-        "--per-host",
-        type=_positive,
-        default=None,
-        help="requests in flight per host (default: no cap below -c)",
-    )
-    parser.add_argument(
-        "--rate", default=None, help="starts per host, e.g. 50/s or 1000/min (default: no limit)"
-    )
-    parser.add_argument(
-        "--retries",
-        type=_non_negative,
-        default=3,
-        help="extra attempts after errors, timeouts, 429 and 5xx (default 3)",
-    )
-    parser.add_argument(
-        "--timeout", type=_seconds, default=30.0, help="seconds per attempt (default 30)"
-    )
-    parser.add_argument(
-        "-o", "--output", default=None, help="write the JSON lines here (default: stdout)"
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip URLs already recorded in the output file, append the rest",
-    )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar and no summary on stderr"
-    )
+    parser.add_argument("-c", "--concurrency", type=_positive, default=100,
+                        help="requests in flight (default 100)")
+    parser.add_argument("--per-host", type=_positive, default=None,
+                        help="requests in flight per host (default: no cap below -c)")
+    parser.add_argument("--rate", default=None,
+                        help="starts per host, e.g. 50/s or 1000/min (default: no limit)")
+    parser.add_argument("--retries", type=_non_negative, default=3,
+                        help="extra attempts after errors, timeouts, 429 and 5xx (default 3)")
+    parser.add_argument("--timeout", type=_seconds, default=30.0,
+                        help="seconds per attempt (default 30)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="write the JSON lines here (default: stdout)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip URLs already recorded in the output file, append the rest")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar and no summary on stderr")
     parser.set_defaults(handler=run)
     return parser
 
@@ -93,15 +77,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         results = afetch_all(
-            _skipping(read_urls(source), done),
-            concurrency=args.concurrency,
-            per_host=args.per_host,
-            rate=args.rate,
-            retries=args.retries,
-            timeout=args.timeout,
-            ordered=False,
-            read="none",
-            progress=not args.quiet,
+            _skipping(read_urls(source), done), concurrency=args.concurrency,
+            per_host=args.per_host, rate=args.rate, retries=args.retries, timeout=args.timeout,
+            ordered=False, read="none", progress=not args.quiet,
         )
     except (OSError, ValueError, ImportError) as exc:
         _close(source, out)
@@ -255,10 +233,8 @@ class Summary:
     def text(self, output: str | None) -> str:
         took = time.perf_counter() - self.started
         rate = self.total / took if took > 0 else 0.0
-        parts = [
-            f"plait fetch: {self.total} URLs in {took:.1f} s ({rate:.0f}/s): "
-            f"{self.total - self.failed} ok, {self.failed} failed, {self.retries} retries"
-        ]
+        parts = [f"plait fetch: {self.total} URLs in {took:.1f} s ({rate:.0f}/s): "
+                 f"{self.total - self.failed} ok, {self.failed} failed, {self.retries} retries"]
         if self.errors:
             kinds = ", ".join(f"{name} {n}" for name, n in self.errors.most_common())
             parts.append(f"failures: {kinds}")

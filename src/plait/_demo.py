@@ -184,15 +184,10 @@ def serve(latency_s: float) -> None:
 def api_server(latency_s: float) -> Iterator[str]:
     """A child process serving ``/item/{id}`` on 127.0.0.1; yields its base URL."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = (
-        f"import sys; sys.path.insert(0, {root!r}); "
-        f"from plait._demo import serve; serve({latency_s!r})"
-    )
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            f"from plait._demo import serve; serve({latency_s!r})")
     child = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert child.stdout is not None
@@ -245,8 +240,7 @@ def _urlopen(url: str) -> int:
 
 def api_calls(sizes: Sizes) -> Scenario:
     scenario = Scenario(
-        "Many API calls",
-        f"{sizes.urls:,} GETs, {sizes.latency_s * 1000:.0f} ms each",
+        "Many API calls", f"{sizes.urls:,} GETs, {sizes.latency_s * 1000:.0f} ms each",
         "asyncio + aiohttp",
     )
     try:
@@ -259,34 +253,20 @@ def api_calls(sizes: Sizes) -> Scenario:
     with api_server(sizes.latency_s) as base:
         urls = [f"{base}/item/{i}" for i in range(sizes.urls)]
         asyncio.run(_fetch_all(urls[:50], backend="asyncio"))  # warm up the server
-        scenario.rows = _measure(
-            [
-                (
-                    "asyncio + aiohttp, 100 at once",
-                    "asyncio",
-                    lambda: asyncio.run(_fetch_all(urls, backend="asyncio", workers=100)),
-                ),
-                (
-                    "plait.http.fetch_all (aiohttp), 100 at once",
-                    "http",
-                    lambda: _fetch_with_plait_http(urls),
-                ),
-                (
-                    "threads + urllib, 100 at once",
-                    "thread",
-                    lambda: plait.map(_urlopen, urls, backend="thread", workers=100),
-                ),
-            ],
-            sizes.repeats,
-        )
+        scenario.rows = _measure([
+            ("asyncio + aiohttp, 100 at once", "asyncio",
+             lambda: asyncio.run(_fetch_all(urls, backend="asyncio", workers=100))),
+            ("plait.http.fetch_all (aiohttp), 100 at once", "http",
+             lambda: _fetch_with_plait_http(urls)),
+            ("threads + urllib, 100 at once", "thread",
+             lambda: plait.map(_urlopen, urls, backend="thread", workers=100)),
+        ], sizes.repeats)
         part = urls[: sizes.serial_urls]
         serial = _timed(lambda: [_urlopen(url) for url in part]) * len(urls) / len(part)
-        scenario.rows.append(
-            Row("one after another (urllib)", "inline", serial, f"timed on {len(part)}, scaled")
-        )
+        scenario.rows.append(Row("one after another (urllib)", "inline", serial,
+                                 f"timed on {len(part)}, scaled"))
         scenario.auto, scenario.decision = _auto_run(
-            lambda: asyncio.run(_fetch_all(urls, explain=True)), sizes.repeats
-        )
+            lambda: asyncio.run(_fetch_all(urls, explain=True)), sizes.repeats)
     return scenario
 
 
@@ -315,23 +295,18 @@ def reading_files(sizes: Sizes) -> Scenario:
     import plait
 
     scenario = Scenario(
-        "Reading large files",
-        f"SHA-256 of {sizes.files} files of {sizes.file_mib} MiB",
+        "Reading large files", f"SHA-256 of {sizes.files} files of {sizes.file_mib} MiB",
         "threads",
     )
     with large_files(sizes.files, sizes.file_mib) as paths:
         [sha256_file(path) for path in paths[:2]]  # warm up
-        scenario.rows = _measure(
-            [
-                ("threads", "thread", lambda: plait.map(sha256_file, paths, backend="thread")),
-                ("processes", "process", lambda: plait.map(sha256_file, paths, backend="process")),
-                ("one after another", "inline", lambda: [sha256_file(path) for path in paths]),
-            ],
-            sizes.repeats,
-        )
+        scenario.rows = _measure([
+            ("threads", "thread", lambda: plait.map(sha256_file, paths, backend="thread")),
+            ("processes", "process", lambda: plait.map(sha256_file, paths, backend="process")),
+            ("one after another", "inline", lambda: [sha256_file(path) for path in paths]),
+        ], sizes.repeats)
         scenario.auto, scenario.decision = _auto_run(
-            lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats
-        )
+            lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
     return scenario
 
 
@@ -347,17 +322,13 @@ def cpu_heavy(sizes: Sizes) -> Scenario:
         "processes",
     )
     work = [calibrate(sizes.cpu_call_s)] * sizes.cpu_calls
-    scenario.rows = _measure(
-        [
-            ("processes", "process", lambda: plait.map(cpu_task, work, backend="process")),
-            ("threads", "thread", lambda: plait.map(cpu_task, work, backend="thread")),
-            ("one after another", "inline", lambda: [cpu_task(n) for n in work]),
-        ],
-        sizes.repeats,
-    )
+    scenario.rows = _measure([
+        ("processes", "process", lambda: plait.map(cpu_task, work, backend="process")),
+        ("threads", "thread", lambda: plait.map(cpu_task, work, backend="thread")),
+        ("one after another", "inline", lambda: [cpu_task(n) for n in work]),
+    ], sizes.repeats)
     scenario.auto, scenario.decision = _auto_run(
-        lambda: plait.map(cpu_task, work, explain=True), sizes.repeats
-    )
+        lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
     return scenario
 
 
@@ -399,14 +370,14 @@ def background_tasks(sizes: Sizes) -> Scenario:
     import plait
 
     scenario = Scenario(
-        "Background tasks",
-        f"{sizes.jobs} jobs of {sizes.job_s:g} s, main thread ticking",
+        "Background tasks", f"{sizes.jobs} jobs of {sizes.job_s:g} s, main thread ticking",
         "threads",
     )
     jobs = [sizes.job_s] * sizes.jobs
     approaches: list[tuple[str, str, Callable[[], tuple[float, float]]]] = [
         ("threads: Pool(backend='thread').submit", "thread", lambda: _in_pool("thread", jobs)),
-        ("processes: Pool(backend='process').submit", "process", lambda: _in_pool("process", jobs)),
+        ("processes: Pool(backend='process').submit", "process",
+         lambda: _in_pool("process", jobs)),
         ("in the main thread, one after another", "inline", lambda: _in_main_thread(jobs)),
     ]
     for label, backend, run in approaches:
@@ -432,7 +403,7 @@ def report(scenarios: list[Scenario], sizes: Sizes, load: float | None = None) -
     gil = "GIL on" if getattr(sys, "_is_gil_enabled", lambda: True)() else "GIL off"
     runs = "one run each" if sizes.repeats == 1 else f"median of {sizes.repeats} runs"
     lines = [
-        'plait demo: the guide\'s "choosing the right approach", measured on this machine',
+        "plait demo: the guide's \"choosing the right approach\", measured on this machine",
         f"({cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
         f"{gil}; {runs})",
         *_load_note(load),
@@ -441,12 +412,9 @@ def report(scenarios: list[Scenario], sizes: Sizes, load: float | None = None) -
     ]
     for scenario in scenarios:
         lines += _scenario_lines(scenario)
-    lines += [
-        "The guide's table, checked here:",
-        "",
-        f"{'Scenario':<24} {'The guide says':<19} {'Fastest here':<42} auto chose",
-        f"{'-' * 24} {'-' * 19} {'-' * 42} {'-' * 10}",
-    ]
+    lines += ["The guide's table, checked here:", "",
+              f"{'Scenario':<24} {'The guide says':<19} {'Fastest here':<42} auto chose",
+              f"{'-' * 24} {'-' * 19} {'-' * 42} {'-' * 10}"]
     for scenario in scenarios:
         best = scenario.best()
         chosen = scenario.decision.backend if scenario.decision else "-"
@@ -471,10 +439,8 @@ def _load_note(load: float | None) -> list[str]:
     """A warning when other work competed for the cores as the demo began: noisy numbers."""
     if load is None or load < 0.75 * cpu_count():
         return []
-    return [
-        f"Note: the load average was {load:.1f} on {cpu_count()} cores when the demo began: "
-        "other work competed for them, so these times are noisy."
-    ]
+    return [f"Note: the load average was {load:.1f} on {cpu_count()} cores when the demo began: "
+            "other work competed for them, so these times are noisy."]
 
 
 def _scenario_lines(scenario: Scenario) -> list[str]:
@@ -487,10 +453,10 @@ def _scenario_lines(scenario: Scenario) -> list[str]:
     lines = [title]
     for row in [*scenario.rows, *([scenario.auto] if scenario.auto else [])]:
         ratio = "" if row.seconds is None else f"{row.seconds / base:.1f}x"
-        notes = [
-            note for note in ("<- auto's choice" if row.backend == chosen else "", row.note) if note
-        ]
-        lines.append(f"  {row.approach:<44} {_fmt(row.seconds):>8} {ratio:>8}  " + "; ".join(notes))
+        notes = [note for note in ("<- auto's choice" if row.backend == chosen else "", row.note)
+                 if note]
+        lines.append(f"  {row.approach:<44} {_fmt(row.seconds):>8} {ratio:>8}  "
+                     + "; ".join(notes))
     return [line.rstrip() for line in lines] + [""]
 
 

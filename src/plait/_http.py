@@ -112,11 +112,8 @@ class Engine:
         )
         timeout = aiohttp.ClientTimeout(total=cfg.timeout, sock_connect=cfg.connect_timeout)
         async with aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers=cfg.headers,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
+            connector=connector, timeout=timeout, headers=cfg.headers,
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
         ) as session:
             self._session = session
             yield
@@ -184,10 +181,8 @@ class Engine:
             response.elapsed = time.perf_counter() - started
             return response
         host = url.host or ""
-        may_retry = (
-            request.retry
-            if request.retry is not None
-            else (request.method.upper() in IDEMPOTENT or self.config.retry_unsafe)
+        may_retry = request.retry if request.retry is not None else (
+            request.method.upper() in IDEMPOTENT or self.config.retry_unsafe
         )
         while True:
             response.attempts += 1
@@ -230,12 +225,8 @@ class Engine:
         try:
             assert self._session is not None
             async with self._session.request(
-                request.method.upper(),
-                url,
-                headers=request.headers,
-                params=request.params,
-                json=request.json,
-                data=request.data,
+                request.method.upper(), url, headers=request.headers, params=request.params,
+                json=request.json, data=request.data,
             ) as resp:
                 response.status = resp.status
                 response.headers = resp.headers
@@ -375,8 +366,7 @@ def _parse_url(text: str) -> URL:
 def _too_large(size: str, limit: int, status: int) -> BodyTooLarge:
     return BodyTooLarge(
         f"the body {size}, more than max_body={limit} bytes; "
-        "raise max_body (None: no limit) or use read='none'",
-        status=status,
+        "raise max_body (None: no limit) or use read='none'", status=status,
     )
 
 

@@ -160,8 +160,7 @@ def _clear(calls: int, spent_s: float, cpu_s: float, queued_s: Callable[[], floa
 
 
 def _timed_call(
-    fn: Callable[[Any], Any],
-    item: Any,
+    fn: Callable[[Any], Any], item: Any,
 ) -> tuple[Any, BaseException | None, float, float]:
     cpu0, wall0 = time.thread_time(), time.perf_counter()
     try:
@@ -204,15 +203,8 @@ def take_sample(fn: Callable[[Any], Any], items: Iterable[Any], *, stop_on_error
             break
     per_call = _median(walls)
     return Sample(
-        record.inputs,
-        record.result(per_call),
-        source,
-        exhausted,
-        len(walls),
-        spent_s,
-        cpu_s,
-        per_call,
-        queued_since(),
+        record.inputs, record.result(per_call), source, exhausted, len(walls), spent_s, cpu_s,
+        per_call, queued_since(),
     )
 
 
@@ -253,12 +245,8 @@ def thread_trial(fn: Callable[[Any], Any], sample: Sample, threads: int) -> Samp
         record.add(item, value, error)
     trial = Trial(len(blocks), len(pulled), wall, parallel)
     return replace(
-        sample,
-        inputs=record.inputs,
-        head=record.result(sample.per_call_s),
-        rest=rest,
-        exhausted=exhausted,
-        trial=trial,
+        sample, inputs=record.inputs, head=record.result(sample.per_call_s), rest=rest,
+        exhausted=exhausted, trial=trial,
     )
 
 
@@ -275,8 +263,7 @@ def _pull(source: Iterator[Any], count: int) -> tuple[list[Any], Iterator[Any], 
 
 
 def _run_blocks(
-    fn: Callable[[Any], Any],
-    blocks: list[list[Any]],
+    fn: Callable[[Any], Any], blocks: list[list[Any]],
 ) -> tuple[list[tuple[Any, BaseException | None]], float, float]:
     """Each block on its own thread, all released at once: the outcomes, the wall time from the
     first start to the last end, and how many threads ran at a time (see ``Trial``)."""
