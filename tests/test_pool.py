@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import threading
 import time
 from typing import Any
 
@@ -218,3 +219,105 @@ def test_pool_is_usable_from_asyncio_via_wrap_future(backend: str) -> None:
 
     with plait.Pool(backend=backend, workers=2) as pool:
         assert asyncio.run(main(pool)) == [0, 1, 4, 9, 16]
+
+
+# --- Future semantics of submit, as the stdlib's executors --------------------------------
+
+
+@pytest.fixture
+def gate(tmp_path: Any) -> Any:
+    import _dropin_tasks as D
+
+    opened = D.Gate(tmp_path)
+    yield opened
+    opened.release()
+
+
+def _blocker(backend: str) -> Any:
+    import _dropin_tasks as D
+
+    return D.ablock if backend == "asyncio" else D.block
+
+
+@pytest.mark.timeout(60)
+def test_submit_future_goes_running_and_then_cannot_be_cancelled(backend: str, gate: Any) -> None:
+    with plait.Pool(backend=backend, workers=1) as pool:
+        started, release = gate.task()
+        running = pool.submit(_blocker(backend), started, release, "value")
+        queued = pool.submit(T.square, 3)
+        gate.wait_started(started)
+        assert running.running() and running.cancel() is False
+        assert not queued.running() and queued.cancel() is True
+        gate.release()
+        assert running.result(timeout=30) == "value"
+        assert queued.cancelled()
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_cancel_futures_cancels_only_what_has_not_started(backend: str, gate: Any) -> None:
+    pool = plait.Pool(backend=backend, workers=1)
+    started, release = gate.task()
+    running = pool.submit(_blocker(backend), started, release, "finished")
+    gate.wait_started(started)
+    pending = [pool.submit(T.square, i) for i in range(4)]
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in pending)
+    gate.release()
+    assert running.result(timeout=30) == "finished"  # it ran to its end, not killed
+    pool.shutdown(wait=True)
+    assert not concurrent.futures.wait(pending, timeout=5).not_done  # waiters were woken
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_done_callback_delays_no_other_work(backend: str) -> None:
+    """Callbacks run on the pool's own thread, never on the loop plait.map shares."""
+    release = threading.Event()
+    seen: list[str] = []
+
+    def slow_callback(_: concurrent.futures.Future[Any]) -> None:
+        seen.append(threading.current_thread().name)
+        release.wait(30)
+
+    with plait.Pool(backend=backend, workers=2) as pool:
+        pool.submit(fn_for(backend, T.square, T.asquare), 2).add_done_callback(slow_callback)
+        assert wait_for(lambda: bool(seen), 30)
+        assert _finishes_meanwhile(lambda: plait.map(T.square, range(10), backend="thread"))
+        release.set()
+    assert seen[0] != "plait-loop"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["inline", "thread", "asyncio"])  # process: test_process_faults
+def test_a_submitted_system_exit_is_that_tasks_error(backend: str) -> None:
+    import _dropin_tasks as D
+
+    with plait.Pool(backend=backend, workers=1) as pool:
+        error = pool.submit(D.exit_with, 3).exception(timeout=30)
+        assert type(error) is SystemExit
+        assert pool.submit(T.square, 4).result(timeout=30) == 16  # the pool lives on
+
+
+def test_results_of_dropped_futures_are_not_kept(backend: str) -> None:
+    import gc
+    import weakref
+
+    import _dropin_tasks as D
+
+    with plait.Pool(backend=backend, workers=2) as pool:
+        futures = [pool.submit(D.blob) for _ in range(10)]
+        refs = [weakref.ref(f.result(timeout=30)) for f in futures]
+        del futures
+        gc.collect()
+        assert wait_for(lambda: all(r() is None for r in refs), 5), "a result is still held"
+
+
+def _finishes_meanwhile(call: Any, limit_s: float = 20.0) -> bool:
+    """True if ``call()`` returns within ``limit_s`` (it runs in a helper thread)."""
+    done = threading.Event()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(limit_s)

@@ -12,6 +12,8 @@ from ._api import imap as imap
 from ._api import map as map
 from ._auto import explain as explain
 from ._decision import Decision as Decision
+from ._dropin import ProcessPoolExecutor as ProcessPoolExecutor
+from ._dropin import ThreadPoolExecutor as ThreadPoolExecutor
 from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import PlaitError as PlaitError
 from ._exceptions import SerializationError as SerializationError
@@ -30,8 +32,10 @@ __all__ = [
     "Outcome",
     "PlaitError",
     "Pool",
+    "ProcessPoolExecutor",
     "SerializationError",
     "TaskTimeout",
+    "ThreadPoolExecutor",
     "WorkerCrashed",
     "amap",
     "explain",

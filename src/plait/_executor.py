@@ -3,14 +3,45 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Future
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._backends._base import Backend, StarCall
+from ._lifetime import exiting, watch
 from ._options import Options, check_backend, check_callable, check_iterable, options
 
+if TYPE_CHECKING:
+    from ._backends._base import ChunkResult
+    from ._submit_loop import SubmitLoop
+
 _POOL_SETTINGS = ("backend", "workers", "initializer", "max_tasks_per_worker")
+
+
+class FutureReply:
+    """Settles a submitted task's future from the pool thread that ran it: the future goes
+    RUNNING when a worker picks the task up, and its done-callbacks run there, on no loop."""
+
+    def start(self, future: Future[Any]) -> bool:
+        return future.set_running_or_notify_cancel()
+
+    def put(self, future: Future[Any], result: ChunkResult) -> None:
+        if result.errors:
+            future.set_exception(result.errors[0])
+        else:
+            future.set_result(result.values[0])
+
+    def fail(self, future: Future[Any], error: BaseException | None) -> None:
+        if error is None:
+            future.cancel()
+        if future.set_running_or_notify_cancel():  # if cancelled, this wakes wait() callers
+            future.set_exception(error or concurrent.futures.CancelledError())
+
+
+_REPLY = FutureReply()
 
 
 class Pool(concurrent.futures.Executor):
@@ -19,7 +50,8 @@ class Pool(concurrent.futures.Executor):
     ``pool.map`` / ``pool.imap`` / ``pool.amap`` take the same options as ``plait.map``
     (except ``backend`` and ``workers``); ``pool.submit`` returns a standard future.
     Leaving the ``with`` block normally waits for submitted work; leaving it by an exception
-    cancels what is pending and stops what runs.
+    cancels what is pending and stops what runs. A pool never shut down finishes its submitted
+    work at interpreter exit; an unreferenced one releases its workers.
     """
 
     def __init__(
@@ -45,8 +77,14 @@ class Pool(concurrent.futures.Executor):
         )
         self._backend: Backend = create_backend(name, setup.workers, setup)
         self._submit_handles: dict[int, tuple[Callable[..., Any], Any]] = {}
-        self._pending: set[concurrent.futures.Future[Any]] = set()
         self._shutdown = False
+        self._lock = threading.Lock()
+        self._loop: SubmitLoop | None = None
+        if not hasattr(self._backend, "send"):  # asyncio and inline: submits run on a loop
+            from ._submit_loop import SubmitLoop
+
+            self._loop = SubmitLoop(self._backend)
+        watch(self, functools.partial(_release, self._backend, self._loop))
 
     @property
     def backend(self) -> str:
@@ -99,26 +137,19 @@ class Pool(concurrent.futures.Executor):
 
         return run_async(make_plan(fn, items, self._options(opts), self._live()))
 
-    def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
-        import asyncio
-
-        from ._bridge import background_loop
-
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """A future that goes RUNNING when a worker starts the call; its callbacks run in
+        the pool's own thread (never on a loop that other work shares)."""
         check_callable(fn)
-        self._live()
-        coroutine = self._run_one(self._handle_for(fn), (args, kwargs))
-        future = asyncio.run_coroutine_threadsafe(coroutine, background_loop())
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        handle = self._handle_for(fn)
+        future: Future[Any] = Future()
+        with self._lock:
+            self._live()
+            if self._loop is not None:
+                self._loop.submit(future, handle, (args, kwargs))
+            else:
+                self._backend.send(future, _REPLY, handle, [(args, kwargs)])  # type: ignore[attr-defined]
         return future
-
-    async def _run_one(self, handle: Any, item: Any) -> Any:
-        result = await self._backend.run(handle, [item])
-        if result.errors:
-            raise result.errors[0]
-        return result.values[0]
 
     def _handle_for(self, fn: Callable[..., Any]) -> Any:
         cached = self._submit_handles.get(id(fn))
@@ -140,17 +171,24 @@ class Pool(concurrent.futures.Executor):
     def _live(self) -> Backend:
         if self._shutdown:
             raise RuntimeError("this plait.Pool is shut down; create a new one")
+        if exiting():
+            raise RuntimeError("cannot schedule new work after interpreter shutdown")
         return self._backend
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._shutdown = True
-        pending = list(self._pending)
-        if cancel_futures:
-            for future in pending:
-                future.cancel()
-        elif wait:
-            concurrent.futures.wait(pending)
-        self._backend.close(cancel=cancel_futures, wait=wait)
+        """As ``Executor.shutdown``: ``cancel_futures`` cancels what has not started yet."""
+        self._close(wait=wait, cancel_queued=cancel_futures, cancel=False)
+
+    def _close(self, *, wait: bool, cancel_queued: bool, cancel: bool) -> None:
+        with self._lock:
+            self._shutdown = True
+        if self._loop is not None:
+            self._loop.close(wait=wait, cancel_queued=cancel_queued, cancel=cancel)
+            self._backend.close(cancel=cancel, wait=wait)
+        else:
+            self._backend.close(  # type: ignore[call-arg]
+                cancel=cancel, wait=wait, cancel_queued=cancel_queued
+            )
 
     def __exit__(
         self,
@@ -159,7 +197,15 @@ class Pool(concurrent.futures.Executor):
         tb: TracebackType | None,
     ) -> None:
         failed = exc_type is not None
-        self.shutdown(
+        self._close(
             wait=not issubclass(exc_type, KeyboardInterrupt) if exc_type else True,
-            cancel_futures=failed,
+            cancel_queued=failed,
+            cancel=failed,
         )
+
+
+def _release(backend: Backend, loop: SubmitLoop | None) -> None:
+    """An unreferenced pool: queued work still runs, then the workers go (nothing waits)."""
+    if loop is not None:
+        loop.close(wait=False, cancel_queued=False, cancel=False)
+    backend.close(wait=False)

@@ -2,11 +2,17 @@
 
 Subclasses say what a worker is (``_open_worker``), how it runs a chunk (``_execute``) and how
 it stops (``_close_worker``). Threads start lazily, one per chunk waiting, up to ``workers``.
+
+A chunk's outcome goes back through a ``Reply``: to the event loop that awaits it (``run``, for
+the scheduler), or straight into a ``concurrent.futures.Future`` from the pool thread (``send``,
+for executors), as the stdlib's executors do: no event loop is involved, so a slow done-callback
+delays only the pool thread that runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import queue
@@ -14,12 +20,29 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._base import ChunkResult, close_thread_runner
 
 W = TypeVar("W")
 _pool_ids = itertools.count(1)
+_UNOPENED: Any = object()  # a pool thread's worker before its first task
+
+
+class Reply(Protocol):
+    """How a queued chunk reports back; ``ticket`` is what the submitter waits on."""
+
+    def start(self, ticket: Any) -> bool:
+        """Called by the pool thread before running the chunk; False skips it (cancelled)."""
+        ...
+
+    def put(self, ticket: Any, result: ChunkResult) -> None:
+        """The chunk ran: hand its outcome over."""
+        ...
+
+    def fail(self, ticket: Any, error: BaseException | None) -> None:
+        """The chunk will not run: cancelled (``error`` None) or the pool cannot run it."""
+        ...
 
 
 class _Inbox:
@@ -31,6 +54,9 @@ class _Inbox:
         self._lock = threading.Lock()
         self._scheduled = False
 
+    def start(self, waiter: asyncio.Future[ChunkResult]) -> bool:
+        return not waiter.cancelled()  # a late cancel only makes the result unused
+
     def put(self, waiter: asyncio.Future[ChunkResult], result: ChunkResult) -> None:
         with self._lock:
             self._ready.append((waiter, result))
@@ -38,6 +64,9 @@ class _Inbox:
                 return
             self._scheduled = True
         self.call(self._drain)
+
+    def fail(self, waiter: asyncio.Future[ChunkResult], error: BaseException | None) -> None:
+        self.call(_settle, waiter, error)
 
     def call(self, callback: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
@@ -52,7 +81,16 @@ class _Inbox:
                 waiter.set_result(result)
 
 
-_Task = tuple[asyncio.Future[ChunkResult], _Inbox, Any, Sequence[Any], float | None]
+def _settle(waiter: asyncio.Future[ChunkResult], error: BaseException | None) -> None:
+    if waiter.done():
+        return
+    if error is None:
+        waiter.cancel()
+    else:
+        waiter.set_exception(error)
+
+
+_Task = tuple[Any, Reply, Any, Sequence[Any], float | None]
 
 
 class QueuePool(Generic[W]):
@@ -66,7 +104,8 @@ class QueuePool(Generic[W]):
         self._lock = threading.Lock()
         self._closed = False
         self._cancelled = False
-        self._prefix = f"plait-{self.name}-{next(_pool_ids)}"
+        self._broken: BaseException | None = None
+        self.thread_prefix = f"plait-{self.name}-{next(_pool_ids)}-"
         self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
             weakref.WeakKeyDictionary()
         )
@@ -77,64 +116,144 @@ class QueuePool(Generic[W]):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[ChunkResult] = loop.create_future()
         with self._lock:
-            if self._closed:
-                raise RuntimeError("this plait pool is shut down; create a new one")
             inbox = self._inboxes.get(loop)
             if inbox is None:
                 inbox = self._inboxes[loop] = _Inbox(loop)
-            self._tasks.put((waiter, inbox, handle, items, timeout_s))
-            if self._idle <= 0 and len(self._threads) < self.workers:
-                self._start_thread()
-            else:
-                self._idle -= 1
+            self._enqueue((waiter, inbox, handle, items, timeout_s))
         return await waiter
 
+    def send(
+        self,
+        ticket: Any,
+        reply: Reply,
+        handle: Any,
+        items: Sequence[Any],
+        timeout_s: float | None = None,
+    ) -> None:
+        """Queue a chunk; ``reply`` gets its outcome on the pool thread (no event loop)."""
+        with self._lock:
+            self._enqueue((ticket, reply, handle, items, timeout_s))
+
+    def _enqueue(self, task: _Task) -> None:
+        """Under the lock: queue a task, starting a thread if none is idle."""
+        if self._broken is not None:  # a fresh error each time: tracebacks do not pile up
+            raise type(self._broken)(*self._broken.args) from self._broken.__cause__
+        if self._closed:
+            raise RuntimeError("this plait pool is shut down; create a new one")
+        if self._idle <= 0 and len(self._threads) < self.workers:
+            self._start_thread()
+        else:
+            self._idle -= 1
+        self._tasks.put(task)
+
     def _start_thread(self) -> None:
-        name = f"{self._prefix}-{len(self._threads)}"
+        name = f"{self.thread_prefix}{len(self._threads)}"
         thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads (the interpreter is exiting): use those there are
+            if not self._threads:
+                raise
+            return
         self._threads.append(thread)
-        thread.start()
 
     def _serve(self) -> None:
-        worker = self._open_worker()
+        worker: Any = _UNOPENED  # opened with the first task, which counts as running meanwhile
         try:
-            while (task := self._tasks.get()) is not None:
-                waiter, inbox, handle, items, timeout_s = task
-                if not waiter.cancelled():  # a late cancel only makes the result unused
-                    worker, result = self._execute(worker, handle, items, timeout_s)
-                    inbox.put(waiter, result)
-                with self._lock:
-                    self._idle += 1
+            while True:
+                task = self._tasks.get()
+                if task is None:
+                    break
+                worker = self._run_task(worker, task)
+                del task  # an idle thread must not keep the last task's arguments alive
         finally:
             close_thread_runner()
-            self._close_worker(worker)
+            if worker is not _UNOPENED:
+                self._close_worker(worker)
 
-    def close(self, *, cancel: bool = False, wait: bool | float = True) -> None:
-        """``wait``: True joins the threads, False does not, a number waits at most that long."""
+    def _run_task(self, worker: Any, task: _Task) -> Any:
+        ticket, reply, handle, items, timeout_s = task
+        if self._broken is not None:
+            reply.fail(ticket, self._broken)
+            return worker
+        if not reply.start(ticket):
+            self._now_idle()
+            return worker
+        try:
+            if worker is _UNOPENED:
+                worker = self._open_worker()
+            worker, result = self._execute(worker, handle, items, timeout_s)
+        except BaseException as exc:  # SystemExit and the like: the task's error, never ours
+            error = self._break(exc) if worker is _UNOPENED else exc
+            result = ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), error), 0.0)
+        self._now_idle()  # before the reply, so a caller woken by it finds this thread idle
+        reply.put(ticket, result)
+        return worker
+
+    def _now_idle(self) -> None:
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._cancelled = cancel
-        if cancel:
-            self._drop_queued()
-            self._stop_running()
-        for _ in self._threads:
-            self._tasks.put(None)
-        if wait is False:
-            return
-        deadline = None if wait is True else time.monotonic() + float(wait)
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            self._idle += 1
 
-    def _drop_queued(self) -> None:
+    def _break(self, exc: BaseException) -> BaseException:
+        """A worker could not start (its initializer failed): fail what is queued and refuse new
+        work, all with one error."""
+        error = concurrent.futures.BrokenExecutor(
+            f"a worker of this pool failed to start ({type(exc).__name__}: {exc}); "
+            "the pool cannot run tasks"
+        )
+        error.__cause__ = exc
+        with self._lock:
+            if self._broken is None:
+                self._broken = error
+            broken = self._broken
+        self._drop_queued(broken)
+        return broken
+
+    def close(
+        self, *, cancel: bool = False, wait: bool | float = True, cancel_queued: bool = False
+    ) -> None:
+        """Stop taking work; queued work still runs unless ``cancel_queued``.
+
+        ``cancel`` also drops queued work and stops running work where it can. ``wait``: True
+        joins the threads, False does not, a number waits at most that long. Safe to call again
+        (a later call may wait where an earlier one did not).
+        """
+        with self._lock:
+            first, stop = not self._closed, cancel and not self._cancelled
+            self._closed = True
+            self._cancelled = self._cancelled or cancel
+            threads = list(self._threads)
+        if cancel or cancel_queued:
+            self._drop_queued(None)
+        if stop:
+            self._stop_running()
+        if first:
+            for _ in threads:
+                self._tasks.put(None)
+        if wait is not False:
+            self._join(threads, None if wait is True else float(wait))
+
+    def _join(self, threads: list[threading.Thread], limit: float | None) -> None:
+        deadline = None if limit is None else time.monotonic() + limit
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:  # closed from one of its own tasks: do not wait on itself
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _drop_queued(self, error: BaseException | None) -> None:
+        """Fail the queued tasks (cancel them if ``error`` is None); the sentinels stay."""
+        sentinels = 0
         while True:
             try:
                 task = self._tasks.get_nowait()
             except queue.Empty:
-                return
-            if task is not None:
-                task[1].call(task[0].cancel)
+                break
+            if task is None:
+                sentinels += 1
+            else:
+                task[1].fail(task[0], error)
+        for _ in range(sentinels):
+            self._tasks.put(None)
 
     # Hooks for subclasses.
     def _open_worker(self) -> W:
