@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import BrokenExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -247,12 +248,14 @@ def _init_count(folder: Path) -> int:
 
 
 @pytest.mark.timeout(60)
-def test_failing_initializer_is_the_runs_error_with_a_note(tmp_path: Path) -> None:
+def test_failing_initializer_breaks_the_pool_with_its_error_as_cause(tmp_path: Path) -> None:
     init = functools.partial(P.failing_init, str(tmp_path))
-    with pytest.raises(P.InitError, match="cannot set up") as caught:
+    with pytest.raises(BrokenExecutor, match="InitError: cannot set up") as caught:
         plait.map(T.square, range(20), backend="process", workers=2, initializer=init)
-    assert any("initializer" in note for note in getattr(caught.value, "__notes__", []))
-    assert "failing_init" in str(caught.value.__cause__)  # the worker's traceback
+    cause = caught.value.__cause__
+    assert isinstance(cause, P.InitError)  # the initializer's own error, as in the stdlib
+    assert any("initializer" in note for note in getattr(cause, "__notes__", []))
+    assert "failing_init" in str(cause.__cause__)  # the worker's traceback
     assert 1 <= _init_count(tmp_path) <= 2  # each worker tried once: no restart loop
 
 
@@ -263,16 +266,17 @@ def test_failing_initializer_fails_every_task_of_the_pool_without_restarts(
     init = functools.partial(P.failing_init, str(tmp_path))
     with plait.Pool(backend="process", workers=2, initializer=init) as pool:
         outcomes = pool.map(T.square, range(20), chunksize=1, errors="collect")
-        assert all(isinstance(o.error, P.InitError) for o in outcomes)
+        assert len(outcomes) == 20
+        assert all(isinstance(o.error.__cause__, P.InitError) for o in outcomes)  # type: ignore[union-attr]
         later = pool.map(T.square, range(5), errors="collect")
-        assert all(isinstance(o.error, P.InitError) for o in later)
+        assert all(isinstance(o.error, BrokenExecutor) for o in later)
     assert 1 <= _init_count(tmp_path) <= 2
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("init", "error_type"),
-    [(P.exiting_init, SystemExit), (P.dying_init, plait.WorkerCrashed)],
+    [(P.exiting_init, BrokenExecutor), (P.dying_init, plait.WorkerCrashed)],
     ids=["sys.exit", "os._exit"],
 )
 def test_initializer_that_exits_is_reported_once(
@@ -284,4 +288,6 @@ def test_initializer_that_exits_is_reported_once(
         errors="collect",
     )
     assert all(type(o.error) is error_type for o in outcomes), outcomes
+    if error_type is BrokenExecutor:
+        assert all(type(o.error.__cause__) is SystemExit for o in outcomes)  # type: ignore[union-attr]
     assert 1 <= _init_count(tmp_path) <= 2

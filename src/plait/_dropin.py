@@ -165,11 +165,14 @@ class _ThreadReply(_Reply):
         return BrokenThreadPool
 
 
-class ThreadPoolExecutor(_Executor):
+# The stdlib's private attributes (_threads, _broken) are read-only views here: type: ignore.
+class ThreadPoolExecutor(_Executor, concurrent.futures.ThreadPoolExecutor):  # type: ignore[misc]
     """``concurrent.futures.ThreadPoolExecutor`` on plait's thread backend.
 
     Same signature and behaviour; ``timeout=`` (seconds) is a plait extra: a task that runs
     longer fails with ``plait.TaskTimeout`` (a thread cannot be killed, so it is abandoned).
+    It is also an instance of the stdlib's class, which some clients check (asyncio's
+    ``set_default_executor``); every method of that class is plait's own.
     """
 
     _counter = itertools.count().__next__
@@ -202,7 +205,7 @@ class ThreadPoolExecutor(_Executor):
         super().__init__(backend, backend.prepare(_call), _check_timeout(timeout))
 
     @property
-    def _threads(self) -> set[threading.Thread]:
+    def _threads(self) -> set[threading.Thread]:  # type: ignore[override]
         """The worker threads started so far (the stdlib's attribute, read by some tools)."""
         return set(self._backend._threads)
 

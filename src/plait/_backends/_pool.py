@@ -116,6 +116,9 @@ class QueuePool(Generic[W]):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[ChunkResult] = loop.create_future()
         with self._lock:
+            if self._broken is not None:  # each task fails with it: one outcome per input
+                failed = dict.fromkeys(range(len(items)), self._broken)
+                return ChunkResult([None] * len(items), failed, 0.0)
             inbox = self._inboxes.get(loop)
             if inbox is None:
                 inbox = self._inboxes[loop] = _Inbox(loop)

@@ -16,6 +16,7 @@ its task started. Workers are plain ``python _boot.py`` children, see ``_process
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -223,7 +224,6 @@ class ProcessBackend(QueuePool[_Slot]):
         )
         self._live: set[WorkerProcess] = set()
         self._spawn_lock = threading.Lock()  # a cancel sees every worker started before it
-        self._broken: BaseException | None = None  # why workers cannot start
         self._by_value = False  # arguments go with cloudpickle (they named the user's __main__)
 
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
@@ -281,9 +281,16 @@ class ProcessBackend(QueuePool[_Slot]):
         try:
             return self._send(slot, handle, items, timeout_s)
         except _StartFailed as failure:
-            if not self._cancelled:
-                self._broken = failure.error  # no restart loop: this pool's workers cannot start
-            return _all_failed(len(items), failure.error)
+            if self._cancelled:
+                return _all_failed(len(items), failure.error)
+            # No restart loop: this pool's workers cannot start. As a thread initializer that
+            # fails, it breaks the pool with a BrokenExecutor whose cause is the real error.
+            error = failure.error
+            if not isinstance(error, concurrent.futures.BrokenExecutor):  # WorkerCrashed is one
+                error = self._break(error)
+            with self._lock:
+                self._broken = self._broken or error
+            return _all_failed(len(items), error)
         except (WorkerCrashed, _Unreadable) as failure:
             if len(items) == 1 or self._cancelled:
                 error = (

@@ -12,9 +12,7 @@ from ._base import ChunkResult, blocking_callable, close_thread_runner, run_chun
 from ._pool import QueuePool
 
 
-class ThreadBackend(QueuePool[BaseException | None]):
-    """A worker is a thread; what it carries is the error of its initializer, if that failed."""
-
+class ThreadBackend(QueuePool[None]):
     name = "thread"
 
     def __init__(self, workers: int, *, initializer: Callable[[], Any] | None = None) -> None:
@@ -24,29 +22,13 @@ class ThreadBackend(QueuePool[BaseException | None]):
     def prepare(self, fn: Callable[..., Any]) -> Any:
         return blocking_callable(fn)
 
-    def _open_worker(self) -> BaseException | None:
-        if self._initializer is None:
-            return None
-        try:
-            self._initializer()  # once per worker thread, before its first task
-        except BaseException as exc:
-            exc.add_note(
-                f"raised by the initializer of plait's worker thread "
-                f"{threading.current_thread().name}: no task ran there"
-            )
-            return exc
-        return None
+    def _open_worker(self) -> None:
+        if self._initializer is not None:
+            self._initializer()  # once per worker thread; if it raises, the pool is broken
 
     def _execute(
-        self,
-        worker: BaseException | None,
-        handle: Any,
-        items: Sequence[Any],
-        timeout_s: float | None,
-    ) -> tuple[BaseException | None, ChunkResult]:
-        if worker is not None:
-            failed = dict.fromkeys(range(len(items)), worker)
-            return worker, ChunkResult([None] * len(items), failed, 0.0)
+        self, worker: None, handle: Any, items: Sequence[Any], timeout_s: float | None
+    ) -> tuple[None, ChunkResult]:
         if timeout_s is None:
             return None, run_chunk(handle, items)
         return None, _run_with_timeout(handle, items, timeout_s)
