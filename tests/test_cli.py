@@ -115,7 +115,7 @@ def test_map_a_failing_task_exits_1_after_the_results_before_it(folder: Path) ->
     result = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl")
     assert result.returncode == 1
     assert lines(result.stdout) == [0, 1, 2]
-    assert result.stderr.strip() == "plait map: task failed (input 4): ValueError: three is bad"
+    assert result.stderr.strip() == "plait map: task failed (index 3): ValueError: three is bad"
     traced = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl", "--traceback")
     assert "Traceback" in traced.stderr and traced.returncode == 1
 
@@ -130,6 +130,18 @@ def test_map_errors_collect_and_skip(folder: Path) -> None:
     skipped = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl", "--errors", "skip")
     assert skipped.returncode == 0
     assert lines(skipped.stdout) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+
+
+def test_map_numbers_inputs_from_0_in_every_mode(folder: Path) -> None:
+    """The input named in the one-line failure is the "index" that --errors collect writes."""
+    raised = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl")
+    collected = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl",
+                          "--errors", "collect", "--unordered", "--backend", "thread")
+    named = re.search(r"\(index (\d+)\)", raised.stderr)
+    assert named is not None, raised.stderr
+    rows = [json.loads(line) for line in collected.stdout.splitlines()]
+    failed = [row["index"] for row in rows if "error" in row]
+    assert failed == [int(named[1])] == [3]
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -176,6 +188,10 @@ def test_help_and_version(folder: Path) -> None:
     assert result.returncode == 0
     for command in ("demo", "map", "advise"):
         assert command in result.stdout
+    demo = plait_cli(folder, "demo", "--help").stdout
+    for text in (result.stdout, demo):  # the guide is named where it is cited
+        assert "a guide to threads, processes and asyncio in Python" in " ".join(text.split())
+        assert "seed" not in text
     assert plait_cli(folder, "--version").stdout.startswith("plait ")
 
 
