@@ -73,9 +73,9 @@ def test_the_large_files_are_removed_afterwards() -> None:
 def cpu_scenario(*chosen: str, auto_s: float = 0.55) -> _demo.Scenario:
     scenario = _demo.Scenario("CPU-heavy computations", "8 loops", "processes")
     scenario.rows = [
-        _demo.Row("processes", "process", 0.5),
-        _demo.Row("threads", "thread", 1.0),
-        _demo.Row("one after another", "inline", 1.0, "a note"),
+        _demo.Row("processes", "process", 0.5, workers=2),
+        _demo.Row("threads", "thread", 1.0, workers=32),
+        _demo.Row("one after another", "inline", 1.0, "a note", workers=1),
     ]
     scenario.decisions = [Decision(backend, 2, None, f"{backend} because.") for backend in chosen]
     scenario.auto = _demo.Row(_demo._auto_label(scenario.decisions), "auto", auto_s)
@@ -115,6 +115,9 @@ def test_autos_time_far_from_its_chosen_row_is_called_noisy() -> None:
     text = _demo.report([cpu_scenario("process", auto_s=0.2)], _demo.QUICK)
     auto_row = next(line for line in text.splitlines() if "plait auto" in line)
     assert auto_row.endswith("far from the 'processes' row: noisy times")
+    other_workers = cpu_scenario("thread", auto_s=0.2)  # 2 threads, the row ran 32: no match
+    text = _demo.report([other_workers], _demo.QUICK)
+    assert "noisy" not in next(line for line in text.splitlines() if "plait auto" in line)
 
 
 def test_no_line_of_the_report_overflows_its_columns() -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._advise import capture_decisions
-from ._backends import cpu_count
+from ._backends import cpu_count, default_workers
 from ._decision import Decision
 
 
@@ -66,6 +66,7 @@ class Row:
     backend: str  # the plait backend this approach is ("inline" for one after another)
     seconds: float | None
     note: str = ""
+    workers: int | None = None  # calls at once, when it is a plait run that auto could match
 
 
 @dataclass(slots=True)
@@ -147,7 +148,7 @@ def _timed(run: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-Approach = tuple[str, str, Callable[[], Any]]  # label, backend, the run
+Approach = tuple[str, str, int | None, Callable[[], Any]]  # label, backend, workers, the run
 
 
 def _measure(scenario: Scenario, approaches: list[Approach], auto: Callable[[], Any],
@@ -155,16 +156,16 @@ def _measure(scenario: Scenario, approaches: list[Approach], auto: Callable[[], 
     """Each approach, then plait auto (``explain=True``, its decision captured from the log),
     ``repeats`` rounds in turn, so that a busy spell of the machine falls on all alike. Each
     row gets its median time; auto's row is labelled with what auto chose in each run."""
-    times: dict[str, list[float]] = {label: [] for label, _, _ in approaches}
+    times: dict[str, list[float]] = {label: [] for label, *_ in approaches}
     auto_times: list[float] = []
     for _ in range(repeats):
-        for label, _, run in approaches:
+        for label, _, _, run in approaches:
             times[label].append(_timed(run))
         with capture_decisions() as found:
             auto_times.append(_timed(auto))
         scenario.decisions += found[:1]
-    scenario.rows += [Row(label, backend, _median(times[label]))
-                      for label, backend, _ in approaches]
+    scenario.rows += [Row(label, backend, _median(times[label]), workers=workers)
+                      for label, backend, workers, _ in approaches]
     scenario.auto = Row(_auto_label(scenario.decisions), "auto", _median(auto_times))
 
 
@@ -281,11 +282,11 @@ def api_calls(sizes: Sizes) -> Scenario:
         urls = [f"{base}/item/{i}" for i in range(sizes.urls)]
         asyncio.run(_fetch_all(urls[:50], backend="asyncio"))  # warm up the server
         _measure(scenario, [
-            ("asyncio + aiohttp, 100 at once", "asyncio",
+            ("asyncio + aiohttp, 100 at once", "asyncio", 100,
              lambda: asyncio.run(_fetch_all(urls, backend="asyncio", workers=100))),
-            ("plait.http.fetch_all (aiohttp), 100 at once", "http",
+            ("plait.http.fetch_all (aiohttp), 100 at once", "http", None,
              lambda: _fetch_with_plait_http(urls)),
-            ("threads + urllib, 100 at once", "thread",
+            ("threads + urllib, 100 at once", "thread", None,
              lambda: plait.map(_urlopen, urls, backend="thread", workers=100)),
         ], lambda: asyncio.run(_fetch_all(urls, explain=True)), sizes.repeats)
         part = urls[: sizes.serial_urls]
@@ -326,9 +327,11 @@ def reading_files(sizes: Sizes) -> Scenario:
     with large_files(sizes.files, sizes.file_mib) as paths:
         [sha256_file(path) for path in paths[:2]]  # warm up
         _measure(scenario, [
-            ("threads", "thread", lambda: plait.map(sha256_file, paths, backend="thread")),
-            ("processes", "process", lambda: plait.map(sha256_file, paths, backend="process")),
-            ("one after another", "inline", lambda: [sha256_file(path) for path in paths]),
+            ("threads", "thread", default_workers("thread"),
+             lambda: plait.map(sha256_file, paths, backend="thread")),
+            ("processes", "process", default_workers("process"),
+             lambda: plait.map(sha256_file, paths, backend="process")),
+            ("one after another", "inline", 1, lambda: [sha256_file(path) for path in paths]),
         ], lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
     return scenario
 
@@ -346,9 +349,11 @@ def cpu_heavy(sizes: Sizes) -> Scenario:
     )
     work = [calibrate(sizes.cpu_call_s)] * sizes.cpu_calls
     _measure(scenario, [
-        ("processes", "process", lambda: plait.map(cpu_task, work, backend="process")),
-        ("threads", "thread", lambda: plait.map(cpu_task, work, backend="thread")),
-        ("one after another", "inline", lambda: [cpu_task(n) for n in work]),
+        ("processes", "process", default_workers("process"),
+         lambda: plait.map(cpu_task, work, backend="process")),
+        ("threads", "thread", default_workers("thread"),
+         lambda: plait.map(cpu_task, work, backend="thread")),
+        ("one after another", "inline", 1, lambda: [cpu_task(n) for n in work]),
     ], lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
     return scenario
 
@@ -528,13 +533,15 @@ def _marker(scenario: Scenario, row: Row) -> str:
 
 
 def _noisy(scenario: Scenario, row: Row) -> str:
-    """On auto's row: a time far from that of the approach it chose in every run is noise."""
+    """On auto's row: a time far from that of the same backend and workers, which auto chose in
+    every run, is noise."""
     decision = scenario.decision
     if row is not scenario.auto or decision is None or row.seconds is None:
         return ""
     if scenario.times_chosen(decision.backend) != len(scenario.decisions):
         return ""
-    same = next((r for r in scenario.rows if r.backend == decision.backend), None)
+    same = next((r for r in scenario.rows
+                 if (r.backend, r.workers) == (decision.backend, decision.workers)), None)
     if same is None or not same.seconds or 1 / NOISY <= row.seconds / same.seconds <= NOISY:
         return ""
     return f"far from the {same.approach!r} row: noisy times"
