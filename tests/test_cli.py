@@ -278,7 +278,10 @@ def test_advise_summary_when_auto_beats_every_row_of_the_grid() -> None:
     slower = [*runs[:3], Run("auto", None, 3000, 0, 1.0, choice)]
     summary = recommendation(slower)
     assert "auto chose thread x 256: 46% of the fastest (the same configuration" in summary
-    assert summary.endswith("backend='thread', workers=256)")
+    assert summary.endswith("backend='thread', workers=256) (auto's choice, named: nothing is "
+                            "measured first)")
+    other = recommendation([*runs[:2], Run("auto", None, 3000, 0, 1.0, choice)])
+    assert other.endswith("backend='thread', workers=64)")
 
 
 def test_advise_without_input_uses_integers_and_bad_input_is_exit_2(folder: Path) -> None:

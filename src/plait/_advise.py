@@ -218,7 +218,10 @@ def recommendation(runs: list[Run]) -> str:
             lines.append("Recommendation: plait.map(fn, items) (auto) is as good as any.")
             return "\n".join(lines)
     workers = "" if best.backend == "inline" else f", workers={best.workers}"
-    lines.append(f"Recommendation: plait.map(fn, items, backend={best.backend!r}{workers})")
+    named = auto is not None and auto.decision is not None and (
+        (best.backend, best.workers) == (auto.decision.backend, auto.decision.workers))
+    why = " (auto's choice, named: nothing is measured first)" if named else ""
+    lines.append(f"Recommendation: plait.map(fn, items, backend={best.backend!r}{workers}){why}")
     return "\n".join(lines)
 
 
