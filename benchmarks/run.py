@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/run.py [--only W1,W4] [--repeat N] [--quick] [--markdown FILE]
 
-Workloads are those of ../shared/BENCHMARKS.md (W1 tiny, W2 cpu, W3 sleep, W4 async, W6 stream,
-W7 files) plus the cost of ``import plait`` (IMPORT) and the per-item overhead of the thread
-backend (OVERHEAD). Every contender runs ``--repeat`` times, interleaved with the others; the
-tables show medians, the ratio to the best contender and to the physical limit. A "goals"
-section checks the performance goals of issue 2. Peers that are not installed are skipped.
+Workloads: W1 tiny (200,000 calls of x + 1), W2 cpu (64 pure-Python loops of ~12 ms), W3 sleep
+(500 calls of time.sleep(0.02)), W4 async (100,000 coroutine calls, 1,000 at once), W6 stream (an
+infinite generator and a consumer that stalls), W7 files (SHA-256 of 200 files of 4 MiB), plus the
+cost of ``import plait`` (IMPORT) and the per-item overhead of the thread backend (OVERHEAD); the
+sizes are in harness.py, the latest figures in RESULTS.md. Every contender runs ``--repeat``
+times, interleaved with the others; the tables show medians, the ratio to the best contender and
+to the physical limit. A "goals" section checks the performance goals of issue 2. Peers that are
+not installed are skipped.
 """
 
 from __future__ import annotations

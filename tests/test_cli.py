@@ -115,7 +115,7 @@ def test_map_a_failing_task_exits_1_after_the_results_before_it(folder: Path) ->
     result = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl")
     assert result.returncode == 1
     assert lines(result.stdout) == [0, 1, 2]
-    assert result.stderr.strip() == "plait map: task failed (input 4): ValueError: three is bad"
+    assert result.stderr.strip() == "plait map: task failed (index 3): ValueError: three is bad"
     traced = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl", "--traceback")
     assert "Traceback" in traced.stderr and traced.returncode == 1
 
@@ -130,6 +130,18 @@ def test_map_errors_collect_and_skip(folder: Path) -> None:
     skipped = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl", "--errors", "skip")
     assert skipped.returncode == 0
     assert lines(skipped.stdout) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+
+
+def test_map_numbers_inputs_from_0_in_every_mode(folder: Path) -> None:
+    """The input named in the one-line failure is the "index" that --errors collect writes."""
+    raised = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl")
+    collected = plait_cli(folder, "map", "tasks:fail_on_three", "numbers.jsonl",
+                          "--errors", "collect", "--unordered", "--backend", "thread")
+    named = re.search(r"\(index (\d+)\)", raised.stderr)
+    assert named is not None, raised.stderr
+    rows = [json.loads(line) for line in collected.stdout.splitlines()]
+    failed = [row["index"] for row in rows if "error" in row]
+    assert failed == [int(named[1])] == [3]
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -176,6 +188,10 @@ def test_help_and_version(folder: Path) -> None:
     assert result.returncode == 0
     for command in ("demo", "map", "advise"):
         assert command in result.stdout
+    demo = plait_cli(folder, "demo", "--help").stdout
+    for text in (result.stdout, demo):  # the guide is named where it is cited
+        assert "a guide to threads, processes and asyncio in Python" in " ".join(text.split())
+        assert "seed" not in text
     assert plait_cli(folder, "--version").stdout.startswith("plait ")
 
 
@@ -195,6 +211,77 @@ def test_advise_prints_a_table_writes_a_chart_and_recommends(folder: Path) -> No
     texts = [element.text or "" for element in svg.iter() if element.tag.endswith("text")]
     assert any("thread x 64" in text for text in texts)
     assert any("(fastest)" in text for text in texts)
+    assert_advise_consistent(out, svg)
+
+
+Row = tuple[str, float, int, int]  # label, items/s, % of best, done
+
+
+def advise_rows(out: str) -> list[Row]:
+    found = re.findall(r"^(\S.*?)\s{2,}([\d,]+)\s+(\d+)%\s+([\d,]+)\s+\d+$", out, re.M)
+    return [(label, float(rate.replace(",", "")), int(share), int(done.replace(",", "")))
+            for label, rate, share, done in found]
+
+
+def assert_advise_consistent(out: str, svg: ElementTree.Element) -> None:
+    """The header, table, summary and chart of `plait advise` agree with one another."""
+    rows = advise_rows(out)
+    labels = [label for label, *_ in rows]
+    done = [n for *_, n in rows]
+    header = re.search(r"each run did ([\d,]+)(?: to ([\d,]+))? items", out)
+    assert header is not None, out
+    low, high = (int(n.replace(",", "")) for n in (header[1], header[2] or header[1]))
+    assert (low, high) == (min(done), max(done))
+    fastest = re.search(r"^Fastest: (.+) \(([\d,]+) items/s\)\.$", out, re.M)
+    assert fastest is not None, out
+    best = max(rows, key=lambda row: row[1])
+    assert fastest[1] == best[0] and best[2] == 100
+    auto = next(row for row in rows if row[0].startswith("auto: "))
+    chosen = auto[0].removeprefix("auto: ")
+    assert chosen == "inline" or chosen in labels  # the grid covers auto's choice
+    if auto is best:
+        assert f"auto chose {chosen} and was the fastest." in out
+    else:
+        assert f"auto chose {chosen}: {auto[2]}% of the fastest" in out
+    advice = out.split("Recommendation: ")[1].splitlines()[0]
+    if auto[1] >= 0.9 * best[1]:
+        assert advice == "plait.map(fn, items) (auto) is as good as any."
+    else:
+        backend, _, workers = best[0].partition(" x ")
+        assert f"backend={backend!r}" in advice and (not workers or f"workers={workers}" in advice)
+    texts: dict[str | None, list[str]] = {}
+    for element in svg.iter():
+        texts.setdefault(element.get("class"), []).append(element.text or "")
+    assert set(texts["legend"]) == {label.split(" x ")[0].split(":")[0] for label in labels}
+    assert len(texts["tick"]) >= 2
+    assert [t for t in texts[None] if t.endswith("(fastest)")] == [f"{best[1]:,.0f} (fastest)"]
+
+
+def test_advise_summary_when_auto_beats_every_row_of_the_grid() -> None:
+    from plait import Decision
+    from plait._advise import Run, configurations, recommendation, svg_chart, table
+
+    choice = Decision("thread", 256, None, "they mostly wait.")
+    runs = [Run("inline", 1, 50, 0, 1.0), Run("thread", 64, 6000, 0, 1.0),
+            Run("thread", 256, 6500, 0, 1.0), Run("auto", None, 7000, 0, 1.0, choice)]
+    summary = recommendation(runs)
+    assert summary.splitlines()[0] == "Fastest: auto: thread x 256 (7,000 items/s)."
+    assert "auto chose thread x 256 and was the fastest." in summary
+    assert summary.endswith("Recommendation: plait.map(fn, items) (auto) is as good as any.")
+    assert "100%" in table(runs).splitlines()[-1]
+    chart = ElementTree.fromstring(svg_chart(runs, "t"))
+    marked = [e.text for e in chart.iter() if (e.text or "").endswith("(fastest)")]
+    assert marked == ["7,000 (fastest)"]
+    grid = configurations(len, 2, choice)
+    assert ("thread", 256) in grid and grid.count(("thread", 256)) == 1
+    assert ("process", 4) in configurations(len, 2, Decision("process", 4, None, ""))
+    slower = [*runs[:3], Run("auto", None, 3000, 0, 1.0, choice)]
+    summary = recommendation(slower)
+    assert "auto chose thread x 256: 46% of the fastest (the same configuration" in summary
+    assert summary.endswith("backend='thread', workers=256) (auto's choice, named: nothing is "
+                            "measured first)")
+    other = recommendation([*runs[:2], Run("auto", None, 3000, 0, 1.0, choice)])
+    assert other.endswith("backend='thread', workers=64)")
 
 
 def test_advise_without_input_uses_integers_and_bad_input_is_exit_2(folder: Path) -> None:

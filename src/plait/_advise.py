@@ -5,8 +5,9 @@ would take ``seconds`` (from a short timed sample), with ``errors="collect"``; o
 finishes in under half of ``seconds`` runs again with proportionally more items, so that start-up
 costs weigh the same everywhere, and one that runs past three times ``seconds`` is stopped.
 Its throughput is the results it delivered divided by the time, worker start-up included.
-``auto`` runs the same way, so its row shows what the automatic choice gives. The chart is a
-self-contained SVG.
+``auto`` runs the same way, first, so that the grid can include the configuration it chose;
+its row shows what the automatic choice gives, measuring included. The summary ranks every row,
+auto's too. The chart is a self-contained SVG with a legend and a labelled axis.
 """
 
 from __future__ import annotations
@@ -52,21 +53,25 @@ class Run:
         return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def configurations(fn: Callable[..., Any], cores: int) -> list[tuple[str, int]]:
-    """The grid: each backend with a few worker counts; asyncio only for coroutine functions."""
+def configurations(
+    fn: Callable[..., Any], cores: int, chosen: Decision | None = None,
+) -> list[tuple[str, int]]:
+    """The grid: each backend with a few worker counts, and the one auto chose; asyncio only for
+    coroutine functions (or when auto chose it)."""
     from ._backends._base import is_async_callable
 
-    grid = [("inline", 1)]
-    grid += [("thread", n) for n in (4, 16, 64)]
-    grid += [("process", n) for n in sorted({1, cores, 2 * cores})]
+    counts: dict[str, set[int]] = {"inline": {1}, "thread": {4, 16, 64},
+                                   "process": {1, cores, 2 * cores}}
     if is_async_callable(fn):
-        grid += [("asyncio", n) for n in (10, 100, 1000)]
-    return grid
+        counts["asyncio"] = {10, 100, 1000}
+    if chosen is not None and chosen.backend != "inline":
+        counts.setdefault(chosen.backend, set()).add(chosen.workers)
+    return [(backend, n) for backend, workers in counts.items() for n in sorted(workers)]
 
 
 MAX_WORK = 1_000_000  # items in one run at most
 OVERRUN = 3.0  # a run is stopped after this many times the planned seconds
-RERUNS = 2  # a run that was too short is repeated with more items at most this often
+RERUNS = 4  # a run that was too short is repeated with more items at most this often
 
 
 def plan_work(fn: Callable[..., Any], items: list[Any], seconds: float) -> int:
@@ -152,12 +157,16 @@ def run_advise(
 ) -> int:
     cores = cpu_count()
     count = plan_work(fn, items, seconds)
-    print(f"plait advise {name}: {len(items)} inputs, repeated to {count:,} items per run "
-          f"(~{seconds:g} s one after another), {cores} cores", file=sys.stderr)
+    print(f"plait advise {name}: timing runs of about {seconds:g} s on {cores} cores ...",
+          file=sys.stderr)
+    print("  timing auto ...", file=sys.stderr)
+    auto = measure(fn, items, count, "auto", None, seconds)
     runs: list[Run] = []
-    for backend, workers in [*configurations(fn, cores), ("auto", None)]:
-        print(f"  timing {backend} x {workers or 'auto'} ...", file=sys.stderr)
+    for backend, workers in configurations(fn, cores, auto.decision):
+        print(f"  timing {backend} x {workers} ...", file=sys.stderr)
         runs.append(measure(fn, items, count, backend, workers, seconds))
+    runs.append(auto)
+    print(header(name, len(items), runs, seconds, cores))
     print(table(runs))
     print(recommendation(runs))
     if chart:
@@ -165,6 +174,14 @@ def run_advise(
             handle.write(svg_chart(runs, f"plait advise {name}: throughput, {cores} cores"))
         print(f"Chart: {chart}")
     return 0
+
+
+def header(name: str, inputs: int, runs: list[Run], seconds: float, cores: int) -> str:
+    """What was run: the items each run really did (runs are sized by time, see the docstring)."""
+    low, high = min(run.done for run in runs), max(run.done for run in runs)
+    did = f"{low:,}" if low == high else f"{low:,} to {high:,}"
+    return (f"plait advise {name}: {inputs} inputs, repeated; each run did {did} items "
+            f"(sized to about {seconds:g} s, column 'done'), {cores} cores")
 
 
 def table(runs: list[Run]) -> str:
@@ -178,49 +195,57 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+AS_GOOD = 0.9  # auto within this share of the fastest row: recommended as it is
+
+
 def recommendation(runs: list[Run]) -> str:
-    fixed = [run for run in runs if run.backend != "auto"]
-    best = max(fixed, key=lambda run: run.rate)
+    """The fastest row of the table (auto's included), how auto did, and what to write."""
+    best = max(runs, key=lambda run: run.rate)
     lines = [f"Fastest: {best.label} ({best.rate:,.0f} items/s)."]
     auto = next((run for run in runs if run.backend == "auto"), None)
     if auto is not None and auto.decision is not None and best.rate > 0:
+        chose = f"auto chose {auto.decision.backend} x {auto.decision.workers}"
         share = auto.rate / best.rate
-        lines.append(f"auto chose {auto.decision.backend} x {auto.decision.workers}: "
-                     f"{share:.0%} of the fastest. Why: {auto.decision.reason}")
-        if share >= 0.9:
+        if auto is best:
+            lines.append(f"{chose} and was the fastest. Why: {auto.decision.reason}")
+        else:
+            same = (best.backend, best.workers) == (auto.decision.backend, auto.decision.workers)
+            why = (" (the same configuration: the difference is the time auto spent timing the "
+                   "first calls, and noise)") if same else ""
+            lines.append(f"{chose}: {share:.0%} of the fastest{why}. "
+                         f"Why: {auto.decision.reason}")
+        if share >= AS_GOOD:
             lines.append("Recommendation: plait.map(fn, items) (auto) is as good as any.")
             return "\n".join(lines)
     workers = "" if best.backend == "inline" else f", workers={best.workers}"
-    lines.append(f"Recommendation: plait.map(fn, items, backend={best.backend!r}{workers})")
+    named = auto is not None and auto.decision is not None and (
+        (best.backend, best.workers) == (auto.decision.backend, auto.decision.workers))
+    why = " (auto's choice, named: nothing is measured first)" if named else ""
+    lines.append(f"Recommendation: plait.map(fn, items, backend={best.backend!r}{workers}){why}")
     return "\n".join(lines)
 
 
 def svg_chart(runs: list[Run], title: str) -> str:
-    """Horizontal bars of throughput, one per configuration; log scale when rates differ a lot."""
-    rates = [max(run.rate, 1e-9) for run in runs]
-    top, low = max(rates), min(rates)
-    log = low > 0 and top / low > 50
-    left, bar_w, row_h, head = 190, 420, 26, 56
-    width, height = left + bar_w + 130, head + row_h * len(runs) + 30
-
-    def length(rate: float) -> float:
-        if not log:
-            return bar_w * rate / top
-        floor = math.log10(low) - 0.5
-        return bar_w * (math.log10(max(rate, 1e-9)) - floor) / (math.log10(top) - floor)
-
-    best = max(range(len(runs)), key=lambda i: runs[i].rate if runs[i].backend != "auto" else -1)
+    """Horizontal bars of throughput, one per configuration, coloured by backend (the legend),
+    over an axis with ticks; log scale when rates differ a lot."""
+    scale = _Scale([run.rate for run in runs])
+    left, bar_w, row_h, head = 190, 420, 26, 78
+    axis_y = head + row_h * len(runs) + 4
+    width, height = left + bar_w + 130, axis_y + 44
+    best = max(range(len(runs)), key=lambda i: runs[i].rate)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="sans-serif" font-size="13">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="10" y="22" font-size="15" font-weight="bold">{html.escape(title)}</text>',
-        f'<text x="10" y="42" fill="#555">items per second{" (log scale)" if log else ""}; '
+        f'<text x="10" y="42" fill="#555">items per second{" (log scale)" if scale.log else ""}; '
         "longer is better</text>",
+        *_legend(runs, y=52),
+        *_axis(scale, left, bar_w, head, axis_y),
     ]
     for i, run in enumerate(runs):
         y = head + i * row_h
-        w = max(1.0, length(run.rate))
+        w = max(1.0, bar_w * scale.at(run.rate))
         color = COLORS.get(run.backend, "#333")
         mark = " (fastest)" if i == best else ""
         parts += [
@@ -230,3 +255,68 @@ def svg_chart(runs: list[Run], title: str) -> str:
         ]
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+class _Scale:
+    """Where a rate falls along the axis, 0..1: linear from 0, or log10 over the rates' range."""
+
+    def __init__(self, rates: list[float]) -> None:
+        rates = [max(rate, 1e-9) for rate in rates]
+        self.top, low = max(rates), min(rates)
+        self.log = self.top / low > 50
+        self.floor = math.log10(low) - 0.5 if self.log else 0.0
+        if not self.log:
+            self.top = _nice_top(self.top)
+
+    def at(self, rate: float) -> float:
+        if not self.log:
+            return rate / self.top
+        span = math.log10(self.top) - self.floor
+        return (math.log10(max(rate, 1e-9)) - self.floor) / span
+
+    def ticks(self) -> list[float]:
+        if self.log:
+            first, last = math.ceil(self.floor), math.floor(math.log10(self.top))
+            return [10.0 ** k for k in range(first, last + 1)]
+        step = _nice_step(self.top / 5)
+        return [step * k for k in range(round(self.top / step) + 1)]
+
+
+def _nice_step(raw: float) -> float:
+    """1, 2 or 5 times a power of ten, at least ``raw``."""
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _nice_top(top: float) -> float:
+    step = _nice_step(top / 5)
+    return step * math.ceil(top / step)
+
+
+def _axis(scale: _Scale, left: int, bar_w: int, top: int, axis_y: int) -> list[str]:
+    """The x axis: a line, a tick, a faint grid line and a label at each round rate."""
+    parts = [f'<line x1="{left}" y1="{axis_y}" x2="{left + bar_w}" y2="{axis_y}" '
+             'stroke="#333"/>']
+    for tick in scale.ticks():
+        x = left + bar_w * scale.at(tick)
+        parts += [
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#e4e4e4"/>',
+            f'<line x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 5}" stroke="#333"/>',
+            f'<text x="{x:.1f}" y="{axis_y + 18}" text-anchor="middle" font-size="11" '
+            f'class="tick">{tick:,.10g}</text>',
+        ]
+    parts.append(f'<text x="{left + bar_w / 2:.0f}" y="{axis_y + 36}" text-anchor="middle" '
+                 'fill="#555">items per second</text>')
+    return parts
+
+
+def _legend(runs: list[Run], y: int) -> list[str]:
+    """A swatch and a name for each backend in the chart, in the order they first appear."""
+    parts, x = [], 10
+    for backend in dict.fromkeys(run.backend for run in runs):
+        parts += [
+            f'<rect x="{x}" y="{y}" width="12" height="12" fill="{COLORS.get(backend, "#333")}"/>',
+            f'<text x="{x + 16}" y="{y + 11}" class="legend">{html.escape(backend)}</text>',
+        ]
+        x += 26 + 8 * len(backend)
+    return parts

@@ -74,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_demo(sub: Any) -> None:
     parser = sub.add_parser(
-        "demo", help="run the seed's four scenarios with every approach and time them",
-        description="Runs the four scenarios of the guide plait grew from (many API calls, "
-        "reading large files, CPU-heavy computations, background tasks) with every approach, "
-        "on this machine, and prints the measured times and which approach auto chose.",
+        "demo", help="time the four scenarios of a guide to threads, processes and asyncio in "
+        "Python with every approach",
+        description="Runs the four scenarios of a guide to threads, processes and asyncio in "
+        "Python, the guide plait grew from (many API calls, reading large files, CPU-heavy "
+        "computations, background tasks), with every approach, on this machine, and prints the "
+        "measured times and which approach auto chose.",
     )
     parser.add_argument("--quick", action="store_true", help="smaller workloads (~10 s)")
     parser.set_defaults(handler=_demo)
@@ -104,8 +106,8 @@ def _add_map(sub: Any) -> None:
                         help="write results as they complete, not in input order")
     parser.add_argument("--errors", choices=ERROR_MODES, default="raise",
                         help="raise: stop at the first failure (exit 1); collect: one "
-                        '{"index", "value"|"error"} line per input (exit 1 if any failed); '
-                        "skip: successes only")
+                        '{"index", "value"|"error"} line per input, index counted from 0 '
+                        "(exit 1 if any failed); skip: successes only")
     parser.add_argument("--progress", action="store_true", help="progress bar on stderr")
     parser.add_argument("--explain", action="store_true",
                         help="say on stderr which backend runs the calls, and why")
@@ -151,7 +153,9 @@ def _write_results(results: Iterator[Any], args: argparse.Namespace) -> int:
         raise
     except Exception as exc:  # a task's own error, with errors="raise"
         out.flush()
-        where = f" (input {written + 1})" if not args.unordered else ""
+        # in input order, the failed input is the one after those written; counted from 0,
+        # as "index" is with --errors collect (unordered, it is not known here)
+        where = f" (index {written})" if not args.unordered else ""
         if args.traceback:
             import traceback
 

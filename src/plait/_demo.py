@@ -1,7 +1,9 @@
-"""``plait demo``: the guide's "choosing the right approach" table, measured on this machine.
+"""``plait demo``: the "choosing the right approach" table of a guide to threads, processes
+and asyncio in Python (the guide plait grew from), measured on this machine.
 
 Four scenarios, each run with every approach, timed, and compared with what ``backend="auto"``
-chose for the same function:
+chose for the same function, in the same rounds (auto's choice in each run is shown; on a busy
+machine it can differ between runs, see ``_probe.Trial``):
 
 - many API calls: GETs to a real aiohttp server that the demo starts on 127.0.0.1 (a child
   process, with a simulated 20 ms of latency per call): asyncio + aiohttp, threads + urllib,
@@ -18,6 +20,7 @@ aiohttp is imported only here, inside the API scenario.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import os
 import platform
@@ -25,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._advise import capture_decisions
-from ._backends import cpu_count
+from ._backends import cpu_count, default_workers
 from ._decision import Decision
 
 
@@ -51,7 +55,9 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(urls=400, serial_urls=20, files=40, cpu_calls=40, jobs=3, job_s=0.3, repeats=1)
+# QUICK keeps FULL's 100 files: with 40, the work left after auto's sample sat near the point
+# where starting processes stops paying off, so auto chose inline or processes by the load.
+QUICK = Sizes(urls=400, serial_urls=20, files=100, cpu_calls=40, jobs=3, job_s=0.3, repeats=1)
 
 
 @dataclass(slots=True)
@@ -60,6 +66,7 @@ class Row:
     backend: str  # the plait backend this approach is ("inline" for one after another)
     seconds: float | None
     note: str = ""
+    workers: int | None = None  # calls at once, when it is a plait run that auto could match
 
 
 @dataclass(slots=True)
@@ -69,12 +76,23 @@ class Scenario:
     guide: str  # the guide's choice
     rows: list[Row] = field(default_factory=list)
     auto: Row | None = None
-    decision: Decision | None = None
+    decisions: list[Decision] = field(default_factory=list)  # auto's, one per run
     skipped: str = ""
 
     def best(self) -> Row | None:
         timed = [row for row in self.rows if row.seconds is not None]
         return min(timed, key=lambda row: row.seconds or 0.0) if timed else None
+
+    @property
+    def decision(self) -> Decision | None:
+        """Auto's choice: the backend it chose most often (the first such decision)."""
+        if not self.decisions:
+            return None
+        backend, _ = collections.Counter(d.backend for d in self.decisions).most_common(1)[0]
+        return next(d for d in self.decisions if d.backend == backend)
+
+    def times_chosen(self, backend: str) -> int:
+        return sum(d.backend == backend for d in self.decisions)
 
 
 # --- the tasks (module level, so worker processes import them by name) -----------------------
@@ -130,25 +148,35 @@ def _timed(run: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _measure(approaches: list[tuple[str, str, Callable[[], Any]]], repeats: int) -> list[Row]:
-    """Each approach ``repeats`` times, interleaved; the median time of each."""
-    times: dict[str, list[float]] = {label: [] for label, _, _ in approaches}
+Approach = tuple[str, str, int | None, Callable[[], Any]]  # label, backend, workers, the run
+
+
+def _measure(scenario: Scenario, approaches: list[Approach], auto: Callable[[], Any],
+             repeats: int) -> None:
+    """Each approach, then plait auto (``explain=True``, its decision captured from the log),
+    ``repeats`` rounds in turn, so that a busy spell of the machine falls on all alike. Each
+    row gets its median time; auto's row is labelled with what auto chose in each run."""
+    times: dict[str, list[float]] = {label: [] for label, *_ in approaches}
+    auto_times: list[float] = []
     for _ in range(repeats):
-        for label, _, run in approaches:
+        for label, _, _, run in approaches:
             times[label].append(_timed(run))
-    return [Row(label, backend, _median(times[label])) for label, backend, _ in approaches]
-
-
-def _auto_run(run: Callable[[], Any], repeats: int) -> tuple[Row, Decision | None]:
-    """Run with backend="auto" and explain=True; the decision is captured from the log."""
-    seconds: list[float] = []
-    decision: Decision | None = None
-    for _ in range(repeats):
         with capture_decisions() as found:
-            seconds.append(_timed(run))
-        decision = found[0] if found else decision
-    chosen = decision.backend if decision else "?"
-    return Row(f"plait auto (chose {chosen})", "auto", _median(seconds)), decision
+            auto_times.append(_timed(auto))
+        scenario.decisions += found[:1]
+    scenario.rows += [Row(label, backend, _median(times[label]), workers=workers)
+                      for label, backend, workers, _ in approaches]
+    scenario.auto = Row(_auto_label(scenario.decisions), "auto", _median(auto_times))
+
+
+def _auto_label(decisions: list[Decision]) -> str:
+    """``plait auto (chose thread x 4)``; when runs chose differently, how often each."""
+    counts = collections.Counter(d.backend for d in decisions)
+    if not counts:
+        return "plait auto"
+    if len(counts) == 1:
+        return f"plait auto (chose {decisions[0].backend} x {decisions[0].workers})"
+    return "plait auto (chose " + ", ".join(f"{b} {n}x" for b, n in counts.most_common()) + ")"
 
 
 # --- scenario 1: many API calls -------------------------------------------------------------
@@ -253,20 +281,18 @@ def api_calls(sizes: Sizes) -> Scenario:
     with api_server(sizes.latency_s) as base:
         urls = [f"{base}/item/{i}" for i in range(sizes.urls)]
         asyncio.run(_fetch_all(urls[:50], backend="asyncio"))  # warm up the server
-        scenario.rows = _measure([
-            ("asyncio + aiohttp, 100 at once", "asyncio",
+        _measure(scenario, [
+            ("asyncio + aiohttp, 100 at once", "asyncio", 100,
              lambda: asyncio.run(_fetch_all(urls, backend="asyncio", workers=100))),
-            ("plait.http.fetch_all (aiohttp), 100 at once", "http",
+            ("plait.http.fetch_all (aiohttp), 100 at once", "http", None,
              lambda: _fetch_with_plait_http(urls)),
-            ("threads + urllib, 100 at once", "thread",
+            ("threads + urllib, 100 at once", "thread", None,
              lambda: plait.map(_urlopen, urls, backend="thread", workers=100)),
-        ], sizes.repeats)
+        ], lambda: asyncio.run(_fetch_all(urls, explain=True)), sizes.repeats)
         part = urls[: sizes.serial_urls]
         serial = _timed(lambda: [_urlopen(url) for url in part]) * len(urls) / len(part)
         scenario.rows.append(Row("one after another (urllib)", "inline", serial,
                                  f"timed on {len(part)}, scaled"))
-        scenario.auto, scenario.decision = _auto_run(
-            lambda: asyncio.run(_fetch_all(urls, explain=True)), sizes.repeats)
     return scenario
 
 
@@ -300,13 +326,13 @@ def reading_files(sizes: Sizes) -> Scenario:
     )
     with large_files(sizes.files, sizes.file_mib) as paths:
         [sha256_file(path) for path in paths[:2]]  # warm up
-        scenario.rows = _measure([
-            ("threads", "thread", lambda: plait.map(sha256_file, paths, backend="thread")),
-            ("processes", "process", lambda: plait.map(sha256_file, paths, backend="process")),
-            ("one after another", "inline", lambda: [sha256_file(path) for path in paths]),
-        ], sizes.repeats)
-        scenario.auto, scenario.decision = _auto_run(
-            lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
+        _measure(scenario, [
+            ("threads", "thread", default_workers("thread"),
+             lambda: plait.map(sha256_file, paths, backend="thread")),
+            ("processes", "process", default_workers("process"),
+             lambda: plait.map(sha256_file, paths, backend="process")),
+            ("one after another", "inline", 1, lambda: [sha256_file(path) for path in paths]),
+        ], lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
     return scenario
 
 
@@ -322,13 +348,13 @@ def cpu_heavy(sizes: Sizes) -> Scenario:
         "processes",
     )
     work = [calibrate(sizes.cpu_call_s)] * sizes.cpu_calls
-    scenario.rows = _measure([
-        ("processes", "process", lambda: plait.map(cpu_task, work, backend="process")),
-        ("threads", "thread", lambda: plait.map(cpu_task, work, backend="thread")),
-        ("one after another", "inline", lambda: [cpu_task(n) for n in work]),
-    ], sizes.repeats)
-    scenario.auto, scenario.decision = _auto_run(
-        lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
+    _measure(scenario, [
+        ("processes", "process", default_workers("process"),
+         lambda: plait.map(cpu_task, work, backend="process")),
+        ("threads", "thread", default_workers("thread"),
+         lambda: plait.map(cpu_task, work, backend="thread")),
+        ("one after another", "inline", 1, lambda: [cpu_task(n) for n in work]),
+    ], lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
     return scenario
 
 
@@ -384,7 +410,7 @@ def background_tasks(sizes: Sizes) -> Scenario:
         seconds, pause = run()
         note = f"main thread's worst pause {_fmt(pause)}"
         scenario.rows.append(Row(label, backend, seconds, note))
-    scenario.decision = plait.explain(background_job, jobs)  # runs one job to measure it
+    scenario.decisions = [plait.explain(background_job, jobs)]  # runs one job to measure it
     return scenario
 
 
@@ -399,33 +425,71 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds:.2f} s"
 
 
+WIDTH = 100  # prose lines of the report wrap here
+NOISY = 1.5  # auto's time this far from the row of the backend it chose: said so
+
+
 def report(scenarios: list[Scenario], sizes: Sizes, load: float | None = None) -> str:
     gil = "GIL on" if getattr(sys, "_is_gil_enabled", lambda: True)() else "GIL off"
     runs = "one run each" if sizes.repeats == 1 else f"median of {sizes.repeats} runs"
+    width = max([len("Approach")] + [len(row.approach) for s in scenarios for row in _all_rows(s)])
+    machine = (f"({cpu_count()} cores, {platform.python_implementation()} "
+               f"{platform.python_version()}, {gil}; {runs})")
     lines = [
-        "plait demo: the guide's \"choosing the right approach\", measured on this machine",
-        f"({cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
-        f"{gil}; {runs})",
-        *_load_note(load),
+        *textwrap.wrap(f"plait demo: the scenarios of {GUIDE}, each run with every approach on "
+                       f"this machine {machine}", WIDTH),
+        *textwrap.wrap(_load_note(load), WIDTH),
         "",
-        f"{'':<2}{'Approach':<44} {'Time':>8} {'vs best':>8}",
+        f"{'':<2}{'Approach':<{width}} {'Time':>8} {'vs best':>8}",
     ]
     for scenario in scenarios:
-        lines += _scenario_lines(scenario)
-    lines += ["The guide's table, checked here:", "",
-              f"{'Scenario':<24} {'The guide says':<19} {'Fastest here':<42} auto chose",
-              f"{'-' * 24} {'-' * 19} {'-' * 42} {'-' * 10}"]
-    for scenario in scenarios:
-        best = scenario.best()
-        chosen = scenario.decision.backend if scenario.decision else "-"
-        fastest = best.approach if best else "skipped"
-        lines.append(f"{scenario.name:<24} {scenario.guide:<19} {fastest:<42} {chosen}")
+        lines += _scenario_lines(scenario, width)
+    lines += _checked_table(scenarios)
     lines += ["", "Why auto chose what it chose:"]
     for scenario in scenarios:
-        if scenario.decision is not None:
-            d = scenario.decision
-            lines.append(f"- {scenario.name}: {d.backend} x {d.workers}. {d.reason}")
+        lines += _why(scenario)
     return "\n".join(lines)
+
+
+GUIDE = "a guide to threads, processes and asyncio in Python (the guide plait grew from)"
+
+
+def _all_rows(scenario: Scenario) -> list[Row]:
+    return [*scenario.rows, *([scenario.auto] if scenario.auto else [])]
+
+
+def _chosen(scenario: Scenario) -> str:
+    """What auto chose: one backend, or how often each when runs differed."""
+    counts = collections.Counter(d.backend for d in scenario.decisions)
+    if len(counts) <= 1:
+        return next(iter(counts), "-")
+    return ", ".join(f"{backend} {n}x" for backend, n in counts.most_common())
+
+
+def _checked_table(scenarios: list[Scenario]) -> list[str]:
+    """Scenario, the guide's choice, the fastest here, auto's choice: columns as wide as needed."""
+    head = ("Scenario", "The guide says", "Fastest here", "auto chose")
+    rows = [(s.name, s.guide, best.approach if (best := s.best()) else "skipped", _chosen(s))
+            for s in scenarios]
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(4)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(f"{cell:<{w}}" for cell, w in zip(cells, widths, strict=True)).rstrip()
+
+    return ["The guide's table, checked here:", "", line(head),
+            line(tuple("-" * w for w in widths)), *[line(row) for row in rows]]
+
+
+def _why(scenario: Scenario) -> list[str]:
+    """Auto's reason; each distinct one, with how many runs gave it, when runs differed."""
+    runs = len(scenario.decisions)
+    distinct = {d.backend: d for d in scenario.decisions}
+    lines = []
+    for backend, d in distinct.items():
+        share = "" if len(distinct) == 1 else f" ({scenario.times_chosen(backend)} of {runs} runs)"
+        text = f"- {scenario.name}{share}: {d.backend} x {d.workers}. {d.reason}"
+        lines += textwrap.wrap(text, WIDTH, subsequent_indent="  ")
+    return lines
 
 
 def load_average() -> float | None:
@@ -435,29 +499,52 @@ def load_average() -> float | None:
         return None
 
 
-def _load_note(load: float | None) -> list[str]:
+def _load_note(load: float | None) -> str:
     """A warning when other work competed for the cores as the demo began: noisy numbers."""
     if load is None or load < 0.75 * cpu_count():
-        return []
-    return [f"Note: the load average was {load:.1f} on {cpu_count()} cores when the demo began: "
-            "other work competed for them, so these times are noisy."]
+        return ""
+    return (f"Note: the load average was {load:.1f} on {cpu_count()} cores when the demo began: "
+            "other work competed for them, so these times are noisy, and auto's trial of threads "
+            "cannot see them run in parallel.")
 
 
-def _scenario_lines(scenario: Scenario) -> list[str]:
+def _scenario_lines(scenario: Scenario, width: int) -> list[str]:
     title = f"{scenario.name}: {scenario.detail} (the guide: {scenario.guide})"
     if scenario.skipped:
         return [title, f"  skipped: {scenario.skipped}", ""]
     best = scenario.best()
     base = best.seconds if best and best.seconds else 1.0
-    chosen = scenario.decision.backend if scenario.decision else None
     lines = [title]
-    for row in [*scenario.rows, *([scenario.auto] if scenario.auto else [])]:
+    for row in _all_rows(scenario):
         ratio = "" if row.seconds is None else f"{row.seconds / base:.1f}x"
-        notes = [note for note in ("<- auto's choice" if row.backend == chosen else "", row.note)
+        notes = [note for note in (_marker(scenario, row), row.note, _noisy(scenario, row))
                  if note]
-        lines.append(f"  {row.approach:<44} {_fmt(row.seconds):>8} {ratio:>8}  "
+        lines.append(f"  {row.approach:<{width}} {_fmt(row.seconds):>8} {ratio:>8}  "
                      + "; ".join(notes))
     return [line.rstrip() for line in lines] + [""]
+
+
+def _marker(scenario: Scenario, row: Row) -> str:
+    """``<- auto's choice`` on the row of the backend auto chose (how often, if runs differed)."""
+    chosen, runs = scenario.times_chosen(row.backend), len(scenario.decisions)
+    if not chosen:
+        return ""
+    return "<- auto's choice" if chosen == runs else f"<- auto's choice in {chosen} of {runs} runs"
+
+
+def _noisy(scenario: Scenario, row: Row) -> str:
+    """On auto's row: a time far from that of the same backend and workers, which auto chose in
+    every run, is noise."""
+    decision = scenario.decision
+    if row is not scenario.auto or decision is None or row.seconds is None:
+        return ""
+    if scenario.times_chosen(decision.backend) != len(scenario.decisions):
+        return ""
+    same = next((r for r in scenario.rows
+                 if (r.backend, r.workers) == (decision.backend, decision.workers)), None)
+    if same is None or not same.seconds or 1 / NOISY <= row.seconds / same.seconds <= NOISY:
+        return ""
+    return f"far from the {same.approach!r} row: noisy times"
 
 
 def run_demo(*, quick: bool = False) -> int:
