@@ -56,10 +56,11 @@ def test_the_bar_counts_failures(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.xfail(strict=True, reason="the run drivers (_run.py, not this branch's) do not pass "
-                   "failure counts to Bar.update yet; wire bar.update(n, failed=...) there")
-def test_a_run_with_errors_collect_shows_its_failures(capsys: pytest.CaptureFixture[str]) -> None:
-    outcomes = plait.map(one_in_three_fails, range(9), backend="thread", errors="collect",
+@pytest.mark.parametrize("backend", ["inline", "thread", "process", "asyncio"])
+def test_a_run_with_errors_collect_shows_its_failures(
+    capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    outcomes = plait.map(one_in_three_fails, range(9), backend=backend, errors="collect",
                          progress=True)
     assert sum(not o.ok for o in outcomes) == 3
     assert "failed=3" in capsys.readouterr().err

@@ -169,9 +169,8 @@ def _stream_on(lease: LoopThread, plan: Plan) -> Iterator[Any]:
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
-        for start, result in _with_head(plan, sinks[0]):
-            bar.update(len(result.values))
-            values, error = expand(start, result, plan.options.errors)
+        for entry in _with_head(plan, sinks[0]):
+            values, error = consume(entry, plan.options.errors, bar)
             yield from values
             if error is not None:
                 raise error
@@ -181,6 +180,16 @@ def _stream_on(lease: LoopThread, plan: Plan) -> Iterator[Any]:
     finally:
         bar.close()
         _finish(plan, future, interrupted)
+
+
+def consume(
+    entry: Entry, errors: str, bar: NoProgress | Bar
+) -> tuple[list[Any], BaseException | None]:
+    """The one step every driver takes per chunk: count it, then turn it into what the caller
+    asked for (values, outcomes, or the values before the error to raise)."""
+    start, result = entry
+    bar.update(len(result.values), failed=len(result.errors or ()))
+    return expand(start, result, errors)
 
 
 def _with_head(plan: Plan, entries: Iterable[Entry]) -> Iterator[Entry]:
@@ -253,12 +262,12 @@ def _inline_steps(plan: Plan) -> Iterator[tuple[list[Any], BaseException | None]
     fn, errors = plan.fn, plan.options.errors
     bar = progress(plan.options.progress, plan.length, "plait")
     try:
-        first = 0 if plan.head is None else len(plan.head.values)
-        bar.update(first)
-        yield _head(plan)
+        first = 0
+        if plan.head is not None:
+            first = len(plan.head.values)
+            yield consume((0, plan.head), errors, bar)
         for index, item in enumerate(plan.items, first):
-            bar.update(1)
-            yield expand(index, run_chunk(fn, [item]), errors)
+            yield consume((index, run_chunk(fn, [item])), errors, bar)
     finally:
         bar.close()
 
@@ -278,9 +287,8 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
-        async for start, result in _async_with_head(plan, sinks[0]):
-            bar.update(len(result.values))
-            values, error = expand(start, result, plan.options.errors)
+        async for entry in _async_with_head(plan, sinks[0]):
+            values, error = consume(entry, plan.options.errors, bar)
             for value in values:
                 yield value
             if error is not None:
@@ -426,9 +434,7 @@ class _ListSink:
         self._window.release()  # nothing streams: the window only paces the input
         if self.error is not None:
             return
-        start, result = entry
-        self._bar.update(len(result.values))
-        values, error = expand(start, result, self._errors)
+        values, error = consume(entry, self._errors, self._bar)
         self.values.extend(values)
         if error is not None:
             self.close(error)
