@@ -111,18 +111,20 @@ def test_breaking_out_of_imap_stops_running_tasks(folder: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_cancelled_pool_kills_running_tasks_and_their_children(folder: Path) -> None:
-    pool = plait.Pool(backend="process", workers=2)
-    futures = [pool.submit(P.spawn_sleeper, str(folder)) for _ in range(2)]
-    started = _wait_started(folder, 2)
-    stopping = time.monotonic()
-    pool.shutdown(wait=True, cancel_futures=True)
-    assert time.monotonic() - stopping < P.SLEEP_S / 2, "shutdown waited for the running tasks"
+def test_a_pool_left_by_an_exception_kills_running_tasks_and_their_children(
+    folder: Path,
+) -> None:
+    """``shutdown(cancel_futures=True)`` lets running tasks finish, as the stdlib does; leaving
+    the ``with`` block by an exception stops them, with the processes they started."""
+    with pytest.raises(KeyError), plait.Pool(backend="process", workers=2) as pool:
+        futures = [pool.submit(P.spawn_sleeper, str(folder)) for _ in range(2)]
+        started = _wait_started(folder, 2)
+        stopping = time.monotonic()
+        raise KeyError("leaving")
+    assert time.monotonic() - stopping < P.SLEEP_S / 2, "leaving waited for the running tasks"
     assert all(f.done() for f in futures)
     assert not any(pid_alive(worker) for worker, _ in started)
     assert _all_dead([sleeper for _, sleeper in started])
-
-
 # --- Ctrl-C and a killed parent -----------------------------------------------------------
 
 _SCRIPT = """
