@@ -159,7 +159,7 @@ def test_resume_after_sigkill_fetches_each_url_exactly_once(server: Server, tmp_
     urls = [server.url(f"/hold/{i}") for i in range(total)]
     url_file = write_urls(tmp_path, urls)
     out = tmp_path / "results.jsonl"
-    server.hold_from = held_from
+    server.hold(held_from)
     first = subprocess.Popen(
         command(str(url_file), "-c", str(concurrency), "-o", str(out), "-q"), env=env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
