@@ -502,13 +502,22 @@ def test_no_leak_after_imap_closed_early(backend: str) -> None:
     assert_no_leaks_now(*before)
 
 
-def test_no_leak_after_unconsumed_imap_is_dropped(backend: str) -> None:
+def test_no_leak_after_a_started_imap_is_dropped(backend: str) -> None:
+    """An imap that has started (workers, threads, processes, tasks in flight) and is then
+    dropped without close(): CPython closes the generator at once, and that stops everything."""
     import gc
 
     before = snapshot()
     stream = plait.imap(
-        pick(backend, T.square, T.asquare), range(100), backend=backend, workers=WORKERS
+        pick(backend, T.sleep_then_square, T.asleep_then_square),
+        range(100),
+        backend=backend,
+        workers=WORKERS,
+        chunksize=1,
     )
+    assert next(stream) == 0
+    if backend in ("thread", "process"):
+        assert pool_threads() - before[0], "the run did not start its workers"
     del stream
     gc.collect()
     assert_no_leaks_now(*before)
