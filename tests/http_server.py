@@ -19,7 +19,7 @@ Endpoints:
     /huge?mb=50&length=0            a body of ``mb`` MiB, chunked (length=1: with Content-Length)
     /hang                           never answers
     /echo                           200, JSON of the method, headers and body it got
-    /hold/{i}                       waits while ``server.hold_from <= i`` (``hold()``, ``release()``)
+    /hold/{i}                       waits while ``hold_from <= i`` (``hold()``, ``release()``)
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import children, subprocess_env
 
 from plait import Decision, _demo

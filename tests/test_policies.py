@@ -281,7 +281,7 @@ def test_initializer_runs_once_in_each_worker_before_its_tasks(
     if backend == "process":
         assert P.INIT_CALLS == {}  # in the workers, not in the parent
     else:
-        assert P.INIT_CALLS == dict.fromkeys(workers, 1)
+        assert dict.fromkeys(workers, 1) == P.INIT_CALLS
 
 
 def test_max_tasks_per_worker_recycles_processes() -> None:

@@ -115,9 +115,17 @@ def test_bad_arguments_say_what_is_wanted() -> None:
         Retry(retry_on=(ValueError, "nope"))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="retry_on"):
         Retry(retry_on=42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="retries"):
-        Retry(-1)
+    for bad in (-1, True, 1.5, "2"):
+        with pytest.raises(ValueError, match="retries must be an integer"):
+            Retry(bad)  # type: ignore[arg-type]
     assert Retry(0).should_retry(ValueError(), 1) is False
+
+
+def test_the_defaults_are_three_retries_of_every_exception_with_the_documented_backoff() -> None:
+    retry = Retry()
+    assert retry.retries == 3 and retry.backoff == Backoff(0.1, 2.0, 10.0)
+    assert retry.should_retry(ValueError(), 3) and not retry.should_retry(ValueError(), 4)
+    assert not retry.should_retry(KeyboardInterrupt(), 1)  # Exception, not BaseException
 
 
 def test_on_retry_hook_sees_each_failure_and_its_wait() -> None:
