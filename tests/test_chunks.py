@@ -136,3 +136,35 @@ def test_an_endless_input_still_gets_chunks_capped_at_4096() -> None:
     finally:
         stream.close()  # type: ignore[attr-defined]
     assert pulled <= 2 * 4096  # a window of 2 chunks of at most 4096
+
+
+class EndsOnce:
+    """Five items, then the end; a call after the end is counted (and would give more)."""
+
+    def __init__(self) -> None:
+        self.given = 0
+        self.after_end = 0
+
+    def __iter__(self) -> EndsOnce:
+        return self
+
+    def __next__(self) -> int:
+        if self.given == 5:
+            self.given += 1
+            raise StopIteration
+        if self.given > 5:
+            self.after_end += 1
+            return 99
+        self.given += 1
+        return self.given - 1
+
+
+@pytest.mark.parametrize("backend", ["thread", "asyncio"])
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_the_input_is_not_read_again_after_its_end(backend: str, chunksize: int) -> None:
+    source = EndsOnce()
+    fn = T.asquare if backend == "asyncio" else T.square
+    assert plait.map(fn, source, backend=backend, workers=4, chunksize=chunksize) == [
+        0, 1, 4, 9, 16
+    ]
+    assert source.after_end == 0
