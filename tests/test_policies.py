@@ -99,6 +99,7 @@ def test_retries_record_attempts_and_wait_on_the_clock(backend: str, tmp_path: P
     assert [o.attempts for o in outcomes] == [1, 3, 4]
     assert outcomes[0].value == "ok after 1" and outcomes[1].value == "ok after 3"
     assert isinstance(outcomes[2].error, P.Flaky)  # quarantined after 1 + 3 attempts
+    assert str(outcomes[2].error) == "call 4"  # the last attempt's error
     assert [len(Path(path).read_text()) for path, _ in items] == [1, 3, 4]
     assert clock.now() > 0  # the backoff waited, in virtual time only
 
