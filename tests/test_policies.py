@@ -86,6 +86,26 @@ def test_process_timeout_kills_and_replaces_the_worker() -> None:
         assert first not in children(), "the killed worker was not reaped"
 
 
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("limit", [{"rate": "100/s"}, {"concurrency": 2}, {"limit_key": str}])
+def test_timeout_holds_with_rate_and_concurrency_limits(limit: dict[str, Any]) -> None:
+    opts = {"concurrency": 2, **limit} if "limit_key" in limit else limit
+    outcomes = plait.map(
+        P.asleep_for, [0.01, 60, 0.01], backend="asyncio", timeout=0.3, errors="collect", **opts
+    )
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1].error, plait.TaskTimeout)
+
+
+def test_policies_are_off_by_default() -> None:
+    from plait._policies import Policies
+
+    off = Policies()
+    assert not off.active and not off.per_task and off.retry is None
+    limited = Policies(rate="1/s")
+    assert limited.limiter is not None and limited.limiter.burst == 1 and limited.per_task
+
+
 def test_inline_refuses_a_timeout_it_cannot_honour() -> None:
     with pytest.raises(ValueError, match="backend='thread', 'process'"):
         plait.map(P.sleep_for, [0.01], backend="inline", timeout=1)
