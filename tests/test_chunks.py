@@ -154,6 +154,8 @@ class EndsOnce:
             raise StopIteration
         if self.given > 5:
             self.after_end += 1
+            if self.after_end > 20:  # a broken reader is caught, not run forever
+                raise StopIteration
             return 99
         self.given += 1
         return self.given - 1
@@ -168,3 +170,37 @@ def test_the_input_is_not_read_again_after_its_end(backend: str, chunksize: int)
         0, 1, 4, 9, 16
     ]
     assert source.after_end == 0
+
+
+class FailsOnce:
+    """Items 0-4, then an error; a call after the error is counted (and would give more)."""
+
+    def __init__(self) -> None:
+        self.given = 0
+        self.after_error = 0
+
+    def __iter__(self) -> FailsOnce:
+        return self
+
+    def __next__(self) -> int:
+        if self.given == 5:
+            self.given += 1
+            raise T.TaskError("input broke")
+        if self.given > 5:
+            self.after_error += 1
+            if self.after_error > 20:  # a broken reader is caught, not run forever
+                raise StopIteration
+        self.given += 1
+        return self.given - 1
+
+
+@pytest.mark.parametrize("backend", ["thread", "asyncio"])
+def test_the_input_is_not_read_again_after_it_failed(backend: str) -> None:
+    source = FailsOnce()
+    fn = T.asquare if backend == "asyncio" else T.square
+    got = []
+    with pytest.raises(T.TaskError, match="input broke"):
+        for value in plait.imap(fn, source, backend=backend, workers=4, chunksize=1):
+            got.append(value)
+    assert got == [0, 1, 4, 9, 16]
+    assert source.after_error == 0

@@ -202,6 +202,32 @@ def test_raise_stops_pulling_new_input(backend: str) -> None:
     assert source.pulled <= bound, f"pulled {source.pulled} items after the failure at item 5"
 
 
+def test_asyncio_raise_starts_nothing_after_the_first_error() -> None:
+    calls: list[int] = []
+
+    async def task(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0)
+        if x == 0:
+            raise TaskError(x)
+        return x
+
+    with pytest.raises(TaskError):
+        plait.map(task, range(10), backend="asyncio", workers=1)
+    assert calls == [0]
+
+
+def test_asyncio_awaits_what_a_plain_function_returns() -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    def plain(x: int) -> Any:  # not a coroutine function, but it returns an awaitable
+        return double(x)
+
+    assert plait.map(plain, range(5), backend="asyncio") == [0, 2, 4, 6, 8]
+
+
 def test_a_failing_input_iterable_is_reported(backend: str) -> None:
     def broken() -> Iterator[int]:
         yield from range(5)
