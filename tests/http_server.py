@@ -3,8 +3,8 @@
 In a test, ``with Server() as server:`` runs it on a background thread; ``python
 tests/http_server.py`` runs it in its own process and prints ``PORT <n>`` (for benchmarks and
 for CLI runs that must outlive a killed client). It records every request it receives (path,
-method, monotonic time) and every response it completes, so tests check behaviour from the
-server's side.
+method, monotonic time, requests in flight) and every response it completes, so tests check
+behaviour from the server's side.
 
 Endpoints:
     /ok/{name}                      200, a short text body
@@ -19,7 +19,7 @@ Endpoints:
     /huge?mb=50&length=0            a body of ``mb`` MiB, chunked (length=1: with Content-Length)
     /hang                           never answers
     /echo                           200, JSON of the method, headers and body it got
-    /hold/{i}                       waits while ``server.hold_from <= i`` (see ``release()``)
+    /hold/{i}                       waits while ``hold_from <= i`` (``hold()``, ``release()``)
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Hit:
     path: str
     method: str
     at: float  # time.monotonic() when the request arrived
+    in_flight: int = 1  # requests being handled at that moment, this one included
 
 
 class Server:
@@ -114,11 +115,25 @@ class Server:
     def count(self, path: str) -> int:
         return sum(1 for hit in list(self.hits) if hit.path == path)
 
+    def peak(self, prefix: str) -> int:
+        """The most requests in flight when a request to a path starting with ``prefix``
+        arrived (that one included)."""
+        return max((h.in_flight for h in list(self.hits) if h.path.startswith(prefix)), default=0)
+
     def clear(self) -> None:
         """Forget the requests seen so far (keeps the per-key state of the endpoints)."""
         self.hits.clear()
         self.answered.clear()
         self.max_in_flight = self.in_flight
+
+    def hold(self, start: int = 0) -> None:
+        """Hold every /hold/{i} request with ``i >= start`` unanswered until ``release()``."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._new_gate(), self._loop).result(10)
+        self.hold_from = start
+
+    async def _new_gate(self) -> None:
+        self._held = asyncio.Event()  # a fresh one: the last release() left the old one set
 
     def release(self) -> None:
         """Let every held /hold/{i} request answer, and hold no more."""
@@ -129,8 +144,8 @@ class Server:
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.hits.append(Hit(request.path, request.method, time.monotonic()))
         self.in_flight += 1
+        self.hits.append(Hit(request.path, request.method, time.monotonic(), self.in_flight))
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             response = await handler(request)

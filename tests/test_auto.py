@@ -394,10 +394,21 @@ def test_explain_true_prints_when_logging_is_not_set_up(capsys: pytest.CaptureFi
 
 
 def test_amap_with_a_coroutine_function_uses_asyncio() -> None:
-    async def run() -> list[int]:
-        return [r async for r in plait.amap(api_call, range(20))]
+    """The asyncio backend awaits the calls on the caller's own loop and thread; the others
+    would run them in pool threads or processes, each on an event loop of its own."""
+    seen: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
-    assert asyncio.run(run()) == list(range(20))
+    async def where(x: int) -> int:
+        await asyncio.sleep(0.01)
+        seen.append((asyncio.get_running_loop(), threading.current_thread()))
+        return x
+
+    async def run() -> tuple[list[int], asyncio.AbstractEventLoop]:
+        return [r async for r in plait.amap(where, range(20))], asyncio.get_running_loop()
+
+    results, loop = asyncio.run(run())
+    assert results == list(range(20))
+    assert set(seen) == {(loop, threading.main_thread())}
 
 
 def test_policies_are_not_sampled() -> None:

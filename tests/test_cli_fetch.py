@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import signal
@@ -19,8 +18,7 @@ from plait import _cli_fetch
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 KEYS = {"url", "status", "bytes", "elapsed", "attempts", "error"}
-# the real entry point once plait._cli exists; until then the subcommand on a bare parser
-HAS_CLI = importlib.util.find_spec("plait._cli") is not None
+# the subcommand on a bare parser, beside the real entry point (python -m plait)
 LAUNCHER = (
     "import argparse, sys; from plait._cli_fetch import register; "
     "p = argparse.ArgumentParser(prog='plait'); register(p.add_subparsers()); "
@@ -45,7 +43,7 @@ def main(*argv: str) -> int:
     return code
 
 
-def command(*argv: str, module: bool = HAS_CLI) -> list[str]:
+def command(*argv: str, module: bool = True) -> list[str]:
     if module:
         return [sys.executable, "-m", "plait", "fetch", *argv]
     return [sys.executable, "-c", LAUNCHER, "fetch", *argv]
@@ -126,7 +124,22 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "missing.txt" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", [False, HAS_CLI], ids=["register", "python-m-plait"])
+def test_per_host_caps_the_requests_in_flight(server: Server, tmp_path: Path) -> None:
+    urls = [server.url("/slow?s=0.1")] * 8
+    assert main(str(write_urls(tmp_path, urls)), "-c", "8", "--per-host", "2", "-q") == 0
+    assert server.count("/slow") == 8
+    assert server.max_in_flight == 2
+
+
+def test_rate_spaces_the_starts(server: Server, tmp_path: Path) -> None:
+    urls = [server.url(f"/ok/{i}") for i in range(4)]
+    assert main(str(write_urls(tmp_path, urls)), "-c", "8", "--rate", "10/s", "-q") == 0
+    times = sorted(server.times(f"/ok/{i}")[0] for i in range(4))
+    # 4 starts at 10/s: 0.3 s from the first to the last (a lower bound; load only adds)
+    assert times[-1] - times[0] >= 0.25, times
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["register", "python-m-plait"])
 def test_urls_from_stdin_in_a_real_process(server: Server, module: bool) -> None:
     urls = "\n".join(server.url(f"/ok/{i}") for i in range(5)) + "\n"
     done = subprocess.run(
@@ -139,7 +152,6 @@ def test_urls_from_stdin_in_a_real_process(server: Server, module: bool) -> None
     )
 
 
-@pytest.mark.skipif(not HAS_CLI, reason="plait._cli (the `plait` command) is not there yet")
 def test_python_dash_m_plait_fetch(server: Server, tmp_path: Path) -> None:
     urls = write_urls(tmp_path, [server.url("/ok/1"), server.url("/json/x")])
     out = tmp_path / "out.jsonl"
@@ -159,7 +171,7 @@ def test_resume_after_sigkill_fetches_each_url_exactly_once(server: Server, tmp_
     urls = [server.url(f"/hold/{i}") for i in range(total)]
     url_file = write_urls(tmp_path, urls)
     out = tmp_path / "results.jsonl"
-    server.hold_from = held_from
+    server.hold(held_from)
     first = subprocess.Popen(
         command(str(url_file), "-c", str(concurrency), "-o", str(out), "-q"), env=env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import threading
 import time
@@ -17,13 +18,12 @@ from typing import Any
 import _tasks as T
 import pytest
 from _tasks import TaskError
-from conftest import assert_no_leaks_now, non_daemon_threads, pool_threads
+from conftest import assert_no_leaks_now, non_daemon_threads, pool_threads, wait_until
 
 import plait
 
 WORKERS = 2
-# An automatic chunk for a 5 ms task must stay small: "a chunk takes tens of milliseconds".
-AUTO_CHUNK_BOUND = 8
+WINDOW = 2 * WORKERS  # chunks read ahead of the consumer, as documented
 
 
 def pick(
@@ -126,24 +126,33 @@ def test_break_out_of_imap_over_infinite_input(backend: str) -> None:
     assert_no_leaks_now(*before)
 
 
+def read_ahead(backend: str, chunksize: int | None) -> int:
+    """Items a stalled consumer lets plait read: the window of chunks (one item per chunk on
+    the asyncio backend, and on the others with a task too slow to grow an automatic chunk);
+    the inline backend, with no scheduler, reads only what it runs."""
+    if backend == "inline":
+        return 1
+    return WINDOW * (1 if backend == "asyncio" else chunksize or 1)
+
+
 @pytest.mark.parametrize("chunksize", [1, 3, None], ids=["chunksize=1", "chunksize=3", "auto"])
-def test_stalled_consumer_bounds_read_ahead(backend: str, chunksize: int | None) -> None:
+def test_stalled_consumer_reads_ahead_exactly_the_window(
+    backend: str, chunksize: int | None
+) -> None:
     source = Counted(itertools.count())
     fn = pick(backend, T.sleep_then_square, T.asleep_then_square)
+    # 25 ms a call: longer than the process backend's 20 ms target, so auto keeps chunks of 1
+    fn = functools.partial(fn, seconds=0.025)
     stream = plait.imap(fn, source, backend=backend, workers=WORKERS, chunksize=chunksize)
+    expected = read_ahead(backend, chunksize)
     try:
         assert next(stream) == 0
-        time.sleep(0.3)  # the consumer holds one result and stalls
+        assert wait_until(lambda: source.pulled >= expected, 10), source.pulled
+        time.sleep(0.3)  # the consumer stalls on: nothing more may be read
         pulled = source.pulled
-        time.sleep(0.2)
-        pulled_later = source.pulled
     finally:
         stream.close()  # type: ignore[attr-defined]
-    bound = 4 * WORKERS * (chunksize or AUTO_CHUNK_BOUND)
-    assert pulled_later <= bound, (
-        f"read {pulled_later} items ahead of a stalled consumer (bound {bound})"
-    )
-    assert pulled_later == pulled, "producers kept pulling while the consumer stalled"
+    assert pulled == expected, f"read {pulled} items ahead of a stalled consumer"
 
 
 def test_slow_consumer_gets_everything(backend: str) -> None:
@@ -188,8 +197,35 @@ def test_raise_stops_pulling_new_input(backend: str) -> None:
     fn = pick(backend, T.fail_on_five, T.afail_on_five)
     with pytest.raises(TaskError):
         plait.map(fn, source, backend=backend, workers=WORKERS, chunksize=1)
-    bound = 6 + 4 * WORKERS * 1
+    # items 0-5, and at most the rest of the window past item 5 (held back, in order, behind it)
+    bound = 6 if backend == "inline" else 5 + WINDOW
     assert source.pulled <= bound, f"pulled {source.pulled} items after the failure at item 5"
+
+
+def test_asyncio_raise_starts_nothing_after_the_first_error() -> None:
+    calls: list[int] = []
+
+    async def task(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0)
+        if x == 0:
+            raise TaskError(x)
+        return x
+
+    with pytest.raises(TaskError):
+        plait.map(task, range(10), backend="asyncio", workers=1)
+    assert calls == [0]
+
+
+def test_asyncio_awaits_what_a_plain_function_returns() -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    def plain(x: int) -> Any:  # not a coroutine function, but it returns an awaitable
+        return double(x)
+
+    assert plait.map(plain, range(5), backend="asyncio") == [0, 2, 4, 6, 8]
 
 
 def test_a_failing_input_iterable_is_reported(backend: str) -> None:
@@ -492,13 +528,22 @@ def test_no_leak_after_imap_closed_early(backend: str) -> None:
     assert_no_leaks_now(*before)
 
 
-def test_no_leak_after_unconsumed_imap_is_dropped(backend: str) -> None:
+def test_no_leak_after_a_started_imap_is_dropped(backend: str) -> None:
+    """An imap that has started (workers, threads, processes, tasks in flight) and is then
+    dropped without close(): CPython closes the generator at once, and that stops everything."""
     import gc
 
     before = snapshot()
     stream = plait.imap(
-        pick(backend, T.square, T.asquare), range(100), backend=backend, workers=WORKERS
+        pick(backend, T.sleep_then_square, T.asleep_then_square),
+        range(100),
+        backend=backend,
+        workers=WORKERS,
+        chunksize=1,
     )
+    assert next(stream) == 0
+    if backend in ("thread", "process"):
+        assert pool_threads() - before[0], "the run did not start its workers"
     del stream
     gc.collect()
     assert_no_leaks_now(*before)

@@ -6,9 +6,11 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
-from conftest import subprocess_env
+import pytest
+from conftest import children, subprocess_env
 
 from plait import Decision, _demo
 
@@ -55,10 +57,15 @@ def assert_consistent(out: str) -> None:
 
 
 def test_the_api_server_answers_and_stops() -> None:
+    before = children()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with _demo.api_server(0.0) as base:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        (server,) = children() - before  # the server is a child process of its own
         with opener.open(f"{base}/item/7", timeout=10) as response:
             assert b'"id": "7"' in response.read()
+    assert server not in children()  # it has exited and was reaped
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        opener.open(f"{base}/item/8", timeout=10)
 
 
 def test_the_large_files_are_removed_afterwards() -> None:

@@ -8,14 +8,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from http_server import Server
 
 import plait
+from plait._clock import FakeClock
 from plait.http import (
     Backoff,
     BodyTooLarge,
@@ -86,10 +89,21 @@ def test_per_host_cap(server: Server) -> None:
 
 
 def test_per_host_rate_spaces_starts(server: Server) -> None:
+    clock = FakeClock()
     urls = [server.url(f"/ok/{i}") for i in range(6)]
-    assert all(r.ok for r in fetch_all(urls, rate="20/s"))
-    times = sorted(hit.at for hit in server.hits)
-    assert times[-1] - times[0] >= 5 * 0.05 - 0.02  # 6 starts need 5 intervals of 50 ms
+    assert all(r.ok for r in fetch_all(urls, rate="20/s", clock=clock))
+    assert clock.now() == pytest.approx(0.25)  # 6 starts need 5 intervals of 50 ms, exactly
+    assert len(server.hits) == 6
+
+
+def test_rate_applies_to_each_host_on_its_own(server: Server) -> None:
+    clock = FakeClock()
+    other = server.url("/ok/x").replace("127.0.0.1", "localhost")  # a second host, same server
+    urls = [u.replace("/ok/x", f"/ok/{i}") for i in range(3) for u in (server.url("/ok/x"), other)]
+    results = list(fetch_all(urls, rate="1/s", retries=0, clock=clock))
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert clock.now() == pytest.approx(2.0)  # 3 starts per host at 1/s: 0, 1, 2 (not 0..5)
+    assert len(server.hits) == 6
 
 
 # --- what to read -------------------------------------------------------------------------
@@ -219,15 +233,24 @@ def test_retry_after_pauses_every_request_to_the_host_together(server: Server) -
     urls = [server.url("/limited/shared")] * 16
     results = list(fetch_all(urls, concurrency=4, retries=3, backoff=FAST))
     assert all(r.ok for r in results)
-    times = sorted(server.times("/limited/shared"))
-    since_first = [t - times[0] for t in times]
-    during_pause = [t for t in since_first if t < 0.95]
-    assert len(during_pause) <= 4, f"requests did not wait for the pause: {since_first}"
-    after = [t for t in since_first if t >= 0.95]
-    assert len(after) == 16 and after[0] < 2.0  # all 16 succeed, as soon as the pause ends
+    limited = server.count("/limited/shared") - 16  # the requests that were answered 429
+    assert 1 <= limited <= 4, f"{limited} requests did not wait for the pause"
     # one 429 each at most, and only for the requests of the first wave: a single shared pause
     assert max(r.attempts for r in results) == 2
-    assert sum(r.attempts == 2 for r in results) == len(during_pause)
+    assert sum(r.attempts == 2 for r in results) == limited
+    times = sorted(server.times("/limited/shared"))
+    assert times[-1] - times[0] < 5  # all go as soon as the pause ends, not one by one
+
+
+def test_retry_after_also_holds_requests_waiting_for_a_slot(server: Server) -> None:
+    """With one request per host in flight, the others wait for the slot; when the first is
+    answered 429 + Retry-After, the next one gets the slot during the pause and must still
+    wait for the pause: exactly one request meets the 429."""
+    urls = [server.url("/limited/slots")] * 8
+    results = list(fetch_all(urls, concurrency=4, per_host=1, retries=3, backoff=FAST))
+    assert all(r.ok for r in results)
+    assert server.count("/limited/slots") == 9
+    assert [r.attempts for r in results] == [2] + [1] * 7
 
 
 def test_retry_after_is_capped(server: Server) -> None:
@@ -239,28 +262,49 @@ def test_retry_after_is_capped(server: Server) -> None:
     assert time.perf_counter() - started < 3
 
 
-def test_adaptive_concurrency_halves_on_429_and_grows_back() -> None:
-    from plait._clock import FakeClock
-    from plait._http import Engine
-    from plait.http import make_config
+@pytest.mark.timeout(30)
+def test_adaptive_concurrency_halves_on_429(server: Server) -> None:
+    """8 requests at once are all answered 429: the host's concurrency halves once (8 -> 4),
+    so of the 8 requests that follow (held unanswered by the server) only 4 are sent."""
+    urls = [server.url("/status/429")] * 8 + [server.url(f"/hold/{i}") for i in range(8)]
+    server.hold(0)
+    stream = fetch_all(urls, concurrency=8, adaptive=True, retries=0)
+    try:
+        limited = list(itertools.islice(stream, 8))
+        assert [r.status for r in limited] == [429] * 8
+        assert wait_until(lambda: server.in_flight >= 4, 10)
+        time.sleep(0.3)  # time for more to arrive, if the cap did not hold them
+        assert server.in_flight == 4
+    finally:
+        server.release()
+    rest = list(stream)
+    assert all(r.ok for r in rest) and len(rest) == 8
+    assert server.peak("/hold/") == 4  # also while the cap grew back after the successes
 
-    clock = FakeClock()
-    engine = Engine(make_config(concurrency=16, adaptive=True, clock=clock))
-    assert engine._slots is not None
-    slots = engine._slots.get("h")
-    engine._cut("h", started=0.0)
-    assert slots.limit == 8
-    engine._cut("h", started=-1.0)  # sent before that cut: the same overload, no second cut
-    assert slots.limit == 8
-    clock.advance(1)
-    engine._cut("h", started=1.0)
-    assert slots.limit == 4
-    for _ in range(4):
-        engine._on_success("h")
-    assert slots.limit == 5  # one more after a full round of successes
-    for _ in range(1000):
-        engine._on_success("h")
-    assert slots.limit == 16  # never above the starting cap
+
+@pytest.mark.timeout(30)
+def test_adaptive_concurrency_grows_back_after_successes(server: Server) -> None:
+    """After the cut to 4, each full round of successes adds one: the 4 held requests and 4
+    more successes later, 5 and then 6 are in flight."""
+    urls = (
+        [server.url("/status/429")] * 8
+        + [server.url(f"/ok/{i}") for i in range(4 + 5)]
+        + [server.url(f"/hold/{i}") for i in range(8)]
+    )
+    server.hold(0)
+    results: list[Response] = []
+    consumer = threading.Thread(target=lambda: results.extend(fetch_all(
+        urls, concurrency=8, adaptive=True, retries=0
+    )))
+    consumer.start()
+    try:
+        assert wait_until(lambda: server.in_flight >= 6, 10), server.in_flight
+        time.sleep(0.3)
+        assert server.in_flight == 6  # 4, +1 after 4 successes, +1 after 5 more
+    finally:
+        server.release()
+        consumer.join(10)
+    assert [r.status for r in results] == [429] * 8 + [200] * 17
 
 
 def test_adaptive_run_finishes(server: Server) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import _policy_tasks as P
 import pytest
-from conftest import wait_until
+from conftest import children, pid_alive, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,33 +31,79 @@ def _no_timed_threads_left() -> None:
     assert wait_until(lambda: not alive(), 10)
 
 
+RELEASE = threading.Event()  # lets the thread backend's abandoned task end after the test
+
+
+def _blocker(backend: str) -> Any:
+    """A task that never ends on its own within the test's time limit, but for item 0.01."""
+    if backend == "asyncio":
+        return P.asleep_for
+    if backend == "thread":
+        return _wait_for_release
+    return P.sleep_for
+
+
+def _wait_for_release(seconds: float) -> float:
+    if seconds > 1:
+        RELEASE.wait(60)
+    return seconds
+
+
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", STOPPABLE)
 def test_timeout_fails_only_the_slow_task(backend: str) -> None:
-    started = time.perf_counter()
-    outcomes = plait.map(
-        _sleeper(backend),
-        [0.01, 1.5, 0.01, 0.02],
-        backend=backend,
-        workers=2,
-        timeout=0.3,
-        errors="collect",
-    )
-    took = time.perf_counter() - started
+    # The slow task runs for 60 s (or until released): map returning at all, well inside the
+    # test's 20 s limit, shows that nobody waited for it.
+    RELEASE.clear()
+    try:
+        outcomes = plait.map(
+            _blocker(backend),
+            [0.01, 60, 0.01, 0.02],
+            backend=backend,
+            workers=2,
+            timeout=0.3,
+            errors="collect",
+        )
+    finally:
+        RELEASE.set()
     assert [o.ok for o in outcomes] == [True, False, True, True]
     assert isinstance(outcomes[1].error, plait.TaskTimeout)
     assert isinstance(outcomes[1].error, TimeoutError)
     assert [o.value for o in outcomes if o.ok] == [0.01, 0.01, 0.02]
-    assert took < 1.4  # nobody waited for the slow task to finish
     _no_timed_threads_left()
 
 
+@pytest.mark.timeout(20)
 def test_process_timeout_kills_and_replaces_the_worker() -> None:
     with plait.Pool(backend="process", workers=1) as pool:
         first = pool.map(P.pid_of, [None])[0]
-        outcomes = list(pool.imap(P.sleep_for, [30], timeout=0.3, errors="collect"))
+        outcomes = list(pool.imap(P.sleep_for, [60], timeout=0.3, errors="collect"))
+        assert isinstance(outcomes[0].error, plait.TaskTimeout)
         assert "killed and replaced" in str(outcomes[0].error)
-        second = pool.map(P.pid_of, [None])[0]
-    assert first != second
+        assert not pid_alive(first), "the timed-out worker is still running"
+        second = pool.map(P.pid_of, [None])[0]  # a stale result would be 60, not a pid
+        assert second != first and pid_alive(second)
+        assert first not in children(), "the killed worker was not reaped"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("limit", [{"rate": "100/s"}, {"concurrency": 2}, {"limit_key": str}])
+def test_timeout_holds_with_rate_and_concurrency_limits(limit: dict[str, Any]) -> None:
+    opts = {"concurrency": 2, **limit} if "limit_key" in limit else limit
+    outcomes = plait.map(
+        P.asleep_for, [0.01, 60, 0.01], backend="asyncio", timeout=0.3, errors="collect", **opts
+    )
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1].error, plait.TaskTimeout)
+
+
+def test_policies_are_off_by_default() -> None:
+    from plait._policies import Policies
+
+    off = Policies()
+    assert not off.active and not off.per_task and off.retry is None
+    limited = Policies(rate="1/s")
+    assert limited.limiter is not None and limited.limiter.burst == 1 and limited.per_task
 
 
 def test_inline_refuses_a_timeout_it_cannot_honour() -> None:
@@ -73,6 +119,7 @@ def test_retries_record_attempts_and_wait_on_the_clock(backend: str, tmp_path: P
     assert [o.attempts for o in outcomes] == [1, 3, 4]
     assert outcomes[0].value == "ok after 1" and outcomes[1].value == "ok after 3"
     assert isinstance(outcomes[2].error, P.Flaky)  # quarantined after 1 + 3 attempts
+    assert str(outcomes[2].error) == "call 4"  # the last attempt's error
     assert [len(Path(path).read_text()) for path, _ in items] == [1, 3, 4]
     assert clock.now() > 0  # the backoff waited, in virtual time only
 
@@ -89,6 +136,28 @@ def test_retry_on_limits_what_is_retried() -> None:
     )
     assert [o.attempts for o in outcomes] == [1, 1]
     assert all(isinstance(o.error, ValueError) for o in outcomes)
+
+
+def test_default_retry_on_never_retries_a_serialization_error() -> None:
+    outcomes = plait.map(
+        P.raise_serialization_error, [1], backend="thread", retries=3, errors="collect",
+        clock=FakeClock(),
+    )
+    assert isinstance(outcomes[0].error, plait.SerializationError)
+    assert outcomes[0].attempts == 1  # it would fail the same way every time
+    again = plait.map(P.value_error, [1], backend="thread", retries=3, errors="collect",
+                      clock=FakeClock())
+    assert again[0].attempts == 4  # while any other error is retried
+
+
+def test_an_argument_that_cannot_be_sent_is_not_retried() -> None:
+    outcomes = plait.map(
+        P.pid_of, [1, threading.Lock()], backend="process", workers=1, retries=2,
+        errors="collect", clock=FakeClock(),
+    )
+    assert outcomes[0].ok and outcomes[0].attempts == 1
+    assert isinstance(outcomes[1].error, plait.SerializationError)
+    assert outcomes[1].attempts == 1
 
 
 def test_errors_raise_after_retries_are_spent() -> None:
@@ -154,40 +223,86 @@ def test_rate_per_key() -> None:
     assert starts == {"a": [0.0, 1.0, 2.0], "b": [0.0, 1.0, 2.0]}
 
 
-def test_concurrency_cap_is_independent_of_workers() -> None:
-    lock = threading.Lock()
-    running = peak = 0
+def _peaks(fn: Any, keys: str, tmp_path: Path, **opts: Any) -> list[tuple[int, int]]:
+    items = [(str(tmp_path), key, 0.1) for key in keys]
+    peaks: list[tuple[int, int]] = plait.map(fn, items, chunksize=1, **opts)
+    return peaks
 
-    def task(x: int) -> int:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.01)
-        with lock:
-            running -= 1
-        return x
 
-    assert plait.map(task, range(30), backend="thread", workers=10, concurrency=3) == list(
-        range(30)
+@pytest.mark.parametrize("backend", ["thread", "process", "asyncio"])
+def test_concurrency_cap_is_independent_of_workers(backend: str, tmp_path: Path) -> None:
+    fn = P.arunning_peak if backend == "asyncio" else P.running_peak
+    peaks = _peaks(fn, "a" * 12, tmp_path, backend=backend, workers=4, concurrency=2)
+    assert max(everyone for _, everyone in peaks) == 2
+
+
+def test_concurrency_cap_on_the_inline_backend_is_one_at_a_time(tmp_path: Path) -> None:
+    peaks = _peaks(P.running_peak, "a" * 3, tmp_path, backend="inline", concurrency=2)
+    assert max(everyone for _, everyone in peaks) == 1
+
+
+@pytest.mark.parametrize("backend", ["thread", "asyncio"])
+def test_concurrency_applies_per_limit_key(backend: str, tmp_path: Path) -> None:
+    fn = P.arunning_peak if backend == "asyncio" else P.running_peak
+    peaks = _peaks(
+        fn, "ab" * 8, tmp_path, backend=backend, workers=8, concurrency=2,
+        limit_key=lambda item: item[1],
     )
-    assert peak == 3
+    assert max(mine for mine, _ in peaks) == 2  # at most 2 per key...
+    assert max(everyone for _, everyone in peaks) == 4  # ...and the two keys run side by side
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("backend", ["process", "asyncio"])
+def test_deadline_delivers_the_results_before_it(backend: str) -> None:
+    # A consumer that takes one result, then looks away until the deadline has passed, still
+    # gets every result finished before it (the window holds 4 chunks: 4 quick tasks), and
+    # only then the TaskTimeout.
+    items = [0.0] * 4 + [60.0] * 4
+    stream = plait.imap(
+        _sleeper(backend), items, backend=backend, workers=2, chunksize=1, deadline=1
+    )
+    got = [next(stream)]
+    time.sleep(2)  # a lower bound: the deadline has passed when we look again
+    with pytest.raises(plait.TaskTimeout, match="deadline of 1 s"):
+        got.extend(stream)
+    assert got == [0.0] * 4
 
 
 @pytest.mark.parametrize("backend", STOPPABLE)
 def test_deadline_stops_the_run(backend: str) -> None:
-    started = time.perf_counter()
+    # 40 tasks of 0.2 s on 2 workers need 4 s; a deadline of 0.5 s stops the run long before:
+    # most of the input is never even read (a thread that runs cannot be killed, so the tasks
+    # are short enough to be waited for).
+    pulled = 0
+
+    def items() -> Any:
+        nonlocal pulled
+        for _ in range(40):
+            pulled += 1
+            yield 0.2
+
     with pytest.raises(plait.TaskTimeout, match="deadline"):
-        plait.map(_sleeper(backend), [0.2] * 40, backend=backend, workers=2, deadline=0.5)
-    assert time.perf_counter() - started < 2.5
+        plait.map(_sleeper(backend), items(), backend=backend, workers=2, deadline=0.5)
+    assert pulled < 40
 
 
 @pytest.mark.parametrize("backend", ["thread", "process"])
-def test_initializer_runs_in_each_worker_before_its_tasks(backend: str) -> None:
-    markers = plait.map(
-        P.read_marker, range(6), backend=backend, workers=2, initializer=P.set_marker
+def test_initializer_runs_once_in_each_worker_before_its_tasks(
+    backend: str, tmp_path: Path
+) -> None:
+    P.INIT_CALLS.clear()
+    reports = plait.map(
+        P.init_calls_here, [str(tmp_path)] * 6, backend=backend, workers=2, chunksize=1,
+        initializer=P.count_init,
     )
-    assert all(m is not None and m.startswith("ready in") for m in markers)
+    workers = {worker for worker, _ in reports}
+    assert len(workers) == 2  # the first two tasks met, so both workers ran tasks
+    assert all(calls == 1 for _, calls in reports), reports  # once, before the first task
+    if backend == "process":
+        assert P.INIT_CALLS == {}  # in the workers, not in the parent
+    else:
+        assert dict.fromkeys(workers, 1) == P.INIT_CALLS
 
 
 def test_max_tasks_per_worker_recycles_processes() -> None:
@@ -242,7 +357,7 @@ def test_exactly_one_outcome_per_input_under_failures_retries_and_timeouts(
         workers=3,
         retries=retries,
         ordered=ordered,
-        timeout=0.1 if use_timeout else None,
+        timeout=0.5 if use_timeout else None,
         errors="collect",
         clock=FakeClock(),
     )

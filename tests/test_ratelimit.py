@@ -15,7 +15,7 @@ from plait._ratelimit import KeyedRateLimiter, KeyedSlots, Rate, RateLimiter, Sl
     [
         ("50/s", 50, 1), ("1000/min", 1000, 60), ("3/5s", 3, 5), ("10/hour", 10, 3600),
         ("2.5/sec", 2.5, 1), (" 7 / 2 mins ", 7, 120), ("1/day", 1, 86400), (4, 4, 1),
-        (0.5, 0.5, 1),
+        (0.5, 0.5, 1), ("3/hrs", 3, 3600), ("4/secs", 4, 1),
     ],
 )
 def test_rate_parse(spec: str | float, count: float, per_s: float) -> None:
@@ -25,11 +25,26 @@ def test_rate_parse(spec: str | float, count: float, per_s: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "fast", "50", "50/ms", "0/s", "-1/s", "1/0s", "5/fortnight", 0, -2]
+    "spec",
+    ["", "fast", "50", "50/ms", "-1/s", "5/fortnight", "5/months", "1/dogs"],
 )
-def test_rate_parse_rejects_with_an_example(spec: str | float) -> None:
-    with pytest.raises(ValueError, match="rate"):
+def test_rate_parse_rejects_with_an_example(spec: str) -> None:
+    # "5/months" is not 5 a minute: only a whole unit word, or its plural, is a unit
+    example = "write it like '50/s', '1000/min', '3/5s' or '10/hour'"
+    with pytest.raises(ValueError, match=f"^cannot read the rate {spec!r}; {example}$"):
         Rate.parse(spec)
+
+
+@pytest.mark.parametrize("spec", ["0/s", "1/0s", 0, -2])
+def test_a_rate_must_be_positive(spec: str | float) -> None:
+    with pytest.raises(ValueError, match=f"^a rate must be positive, got {spec!r}$"):
+        Rate.parse(spec)
+
+
+@pytest.mark.parametrize("spec", [None, [1]])
+def test_rate_parse_refuses_other_values(spec: object) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        Rate.parse(spec)  # type: ignore[arg-type]
 
 
 def starts(limiter: RateLimiter, clock: FakeClock, n: int) -> list[float]:
@@ -99,19 +114,34 @@ def test_pause_until_holds_every_start_back(burst: int, expected: list[float]) -
 
 
 def test_a_cancelled_wait_gives_its_start_back() -> None:
-    clock = FakeClock(autojump=False)
+    clock = FakeClock(start=100.0, autojump=False)
     limiter = RateLimiter("1/s", clock=clock)
 
     async def main() -> None:
-        await limiter.acquire()  # start at 0
-        waiter = asyncio.create_task(limiter.acquire())  # booked for 1.0
+        await limiter.acquire()  # start at 100
+        waiter = asyncio.create_task(limiter.acquire())  # booked for 101
         await asyncio.sleep(0)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
 
     asyncio.run(main())
-    assert limiter.reserve() == 1.0  # the next one gets 1.0, not 2.0
+    assert limiter.reserve() == 1.0  # the next one gets 101, not 102
+
+
+def test_idle_exactly_when_a_full_burst_is_back() -> None:
+    clock = FakeClock(autojump=False)
+    limiter = RateLimiter("1/s", burst=3, clock=clock)
+    assert limiter.burst == 3 and limiter.idle()
+    limiter.reserve()  # one start at 0: the next is owed at 1.0
+    clock.advance(0.5)
+    assert not limiter.idle()
+    clock.advance(0.5)
+    assert limiter.idle()  # at 1.0 exactly
+    limiter.pause_until(2.0)
+    assert not limiter.idle()
+    clock.advance(1.0)
+    assert limiter.idle()  # at the end of the pause exactly
 
 
 def test_bad_burst() -> None:

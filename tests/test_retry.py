@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 
 import pytest
 
@@ -23,10 +24,12 @@ def test_backoff_caps_double_up_to_the_maximum() -> None:
 def test_backoff_edge_cases() -> None:
     assert Backoff(initial_s=0).cap(5) == 0.0
     assert Backoff(initial_s=0.5, multiplier=1, max_s=10).cap(40) == 0.5
-    with pytest.raises(ValueError, match="backoff"):
-        Backoff(multiplier=0.5)
-    with pytest.raises(ValueError, match="backoff"):
-        Backoff(initial_s=-1)
+    assert Backoff(initial_s=0.1, max_s=0).cap(3) == 0.0  # no waiting at all is allowed
+    assert Backoff(initial_s=0.1, max_s=0.5).cap(9) == 0.5
+    message = "^backoff needs initial_s >= 0, max_s >= 0 and multiplier >= 1$"
+    for bad in ({"multiplier": 0.5}, {"initial_s": -1}, {"max_s": -0.1}):
+        with pytest.raises(ValueError, match=message):
+            Backoff(**bad)
 
 
 def test_full_jitter_is_uniform_between_zero_and_the_cap() -> None:
@@ -111,13 +114,22 @@ def test_retry_on_types_tuples_and_predicates(
 
 
 def test_bad_arguments_say_what_is_wanted() -> None:
-    with pytest.raises(TypeError, match="retry_on"):
-        Retry(retry_on=(ValueError, "nope"))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="retry_on"):
+    bad_kinds = (ValueError, "nope")
+    with pytest.raises(TypeError, match=re.escape(f"got {bad_kinds!r}")):
+        Retry(retry_on=bad_kinds)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^retry_on must be .*, got 42$"):
         Retry(retry_on=42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="retries"):
-        Retry(-1)
+    for bad in (-1, True, 1.5, "2"):
+        with pytest.raises(ValueError, match="retries must be an integer"):
+            Retry(bad)  # type: ignore[arg-type]
     assert Retry(0).should_retry(ValueError(), 1) is False
+
+
+def test_the_defaults_are_three_retries_of_every_exception_with_the_documented_backoff() -> None:
+    retry = Retry()
+    assert retry.retries == 3 and retry.backoff == Backoff(0.1, 2.0, 10.0)
+    assert retry.should_retry(ValueError(), 3) and not retry.should_retry(ValueError(), 4)
+    assert not retry.should_retry(KeyboardInterrupt(), 1)  # Exception, not BaseException
 
 
 def test_on_retry_hook_sees_each_failure_and_its_wait() -> None:

@@ -1,0 +1,150 @@
+"""Mutation testing with mutmut 3: ``./dev mutants [MODULE ...]`` (not part of the test suite).
+
+Each module that carries a promise is mutated on its own, in a scratch copy of the project
+(``build/mutants/<module>/``), and only against the test files that exercise it quickly: mutmut
+then runs, for each mutant, only the tests that called the mutated function. A module's run
+ends with its killed / survived / timeout / no-tests counts and its score; ``--list`` shows
+the modules and their tests. Surviving mutants are read with ``mutmut show NAME`` inside that
+module's folder. See docs/testing.md for the figures and the mutants known to be equivalent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutants"
+
+# module -> (files mutated, test files, a pytest -k filter or ""). Tests are picked for speed:
+# the module's own unit tests plus the end-to-end tests that check its promises. A survivor
+# costs a run of every selected test that calls the mutated function, so the slow, randomised
+# property test and (where the module does not depend on it) the process backend stay out.
+MODULES: dict[str, tuple[list[str], list[str], str]] = {
+    "chunks": (["_chunks.py"], ["test_chunks.py", "test_conformance.py"], "not process"),
+    "scheduler": (["_scheduler.py"], ["test_conformance.py", "test_policies.py"],
+                  "not process and not exactly_one"),
+    "policies": (["_policies.py"], ["test_policies.py"], "not exactly_one"),
+    "retry": (["_retry.py"], ["test_retry.py", "test_policies.py"], "not exactly_one"),
+    "ratelimit": (["_ratelimit.py"], ["test_ratelimit.py", "test_policies.py"],
+                  "not exactly_one"),
+    # (the public-names test reads the module's namespace, which mutmut fills with mutants)
+    "http": (["http.py", "_http.py"], ["test_http.py"], "not public_names"),
+    "backends": (
+        ["_backends/*.py"],
+        ["test_conformance.py", "test_policies.py", "test_process_faults.py", "test_chunks.py"],
+        "not exactly_one",
+    ),
+}
+
+_STATUS = {  # mutmut's exit codes per mutant, as in mutmut.__main__.status_by_exit_code
+    "killed": "killed",
+    "survived": "survived",
+    "timeout": "timeout",
+    "no tests": "no_tests",
+    "suspicious": "suspicious",
+    "skipped": "skipped",
+    "segfault": "killed",
+    "caught by type check": "killed",
+}
+
+
+def _config(files: list[str], tests: list[str], keyword: str) -> str:
+    only = ", ".join(json.dumps(f"src/plait/{f}") for f in files)
+    present = [f"tests/{t}" for t in tests if (ROOT / "tests" / t).exists()]
+    selection = ", ".join(json.dumps(a) for a in present + (["-k", keyword] if keyword else []))
+    return (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f"only_mutate = [{only}]\n"
+        f"pytest_add_cli_args_test_selection = [{selection}]\n"
+        # pytest-timeout's own limit, so that a mutant that hangs a test fails it fast
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "--timeout=60"]\n'
+        # the fork server forks from a process that has not run a test: no plait threads
+        'process_isolation = "forkserver"\n'
+        "use_git_change_detection = false\n"
+    )
+
+
+def _prepare(name: str) -> Path:
+    files, tests, keyword = MODULES[name]
+    folder = WORK / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    shutil.copytree(ROOT / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "tests", folder / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    text = (ROOT / "pyproject.toml").read_text()
+    (folder / "pyproject.toml").write_text(text + _config(files, tests, keyword))
+    return folder
+
+
+def _counts(folder: Path) -> dict[str, int]:
+    mutmut = Path(sys.executable).parent / "mutmut"
+    done = subprocess.run(
+        [str(mutmut), "results", "--all", "true"], cwd=folder, capture_output=True, text=True
+    )
+    counts: dict[str, int] = {}
+    for line in done.stdout.splitlines():
+        if ":" not in line:
+            continue
+        status = line.rsplit(":", 1)[1].strip()
+        key = _STATUS.get(status, status)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _survivors(folder: Path) -> list[str]:
+    mutmut = Path(sys.executable).parent / "mutmut"
+    done = subprocess.run([str(mutmut), "results"], cwd=folder, capture_output=True, text=True)
+    return [line.split(":")[0].strip() for line in done.stdout.splitlines() if ":" in line]
+
+
+def run(name: str, max_children: int) -> dict[str, int]:
+    folder = _prepare(name)
+    mutmut = Path(sys.executable).parent / "mutmut"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    started = time.monotonic()
+    with open(folder / "mutmut.log", "w") as log:  # its progress output: for a failed run
+        subprocess.run(
+            [str(mutmut), "run", "--max-children", str(max_children)], cwd=folder, env=env,
+            stdout=log, stderr=subprocess.STDOUT, check=False,
+        )
+    counts = _counts(folder)
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    tested = killed + counts.get("survived", 0)
+    score = 100.0 * killed / tested if tested else 0.0
+    took = time.monotonic() - started
+    print(f"{name:10} score {score:5.1f}%  {counts}  ({took / 60:.1f} min)", flush=True)
+    for survivor in _survivors(folder):
+        print(f"    survived or untested: {survivor}", flush=True)
+    return counts
+
+
+def main(argv: list[str]) -> int:
+    if "--list" in argv:
+        for name, (files, tests, keyword) in MODULES.items():
+            print(f"{name:10} {' '.join(files):16} {' '.join(tests)} {keyword and '-k ' + keyword}")
+        return 0
+    children = 2
+    if "-j" in argv:
+        at = argv.index("-j")
+        children = int(argv[at + 1])
+        del argv[at : at + 2]
+    names = argv or list(MODULES)
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        print(f"unknown module(s) {unknown}; choose from {list(MODULES)}", file=sys.stderr)
+        return 2
+    for name in names:
+        run(name, children)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
