@@ -37,7 +37,7 @@ def test_rate_parse_rejects_with_an_example(spec: str) -> None:
 
 @pytest.mark.parametrize("spec", ["0/s", "1/0s", 0, -2])
 def test_a_rate_must_be_positive(spec: str | float) -> None:
-    with pytest.raises(ValueError, match=f"^a rate must be positive, got {spec!r}$"):
+    with pytest.raises(ValueError, match=f"^a rate must be positive and finite, got {spec!r}$"):
         Rate.parse(spec)
 
 

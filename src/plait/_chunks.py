@@ -87,12 +87,16 @@ class Source:
         if self.exhausted:
             return None
         size = size or self.chunker.size
-        if self._reader is not None:
-            items = await self._reader.take(size)
-        elif self._sync is not None:
-            items = list(itertools.islice(self._sync, size)) if size > 1 else self._one()
-        else:
-            items = await self._take_async(size)
+        try:
+            if self._reader is not None:
+                items = await self._reader.take(size)
+            elif self._sync is not None:
+                items = list(itertools.islice(self._sync, size)) if size > 1 else self._one()
+            else:
+                items = await self._take_async(size)
+        except BaseException:
+            self.exhausted = True  # an input that failed is never read again
+            raise
         if len(items) < size:
             self.exhausted = True
         if not items:

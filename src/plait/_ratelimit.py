@@ -65,7 +65,7 @@ class Rate:
         count, multiple = float(match.group(1)), match.group(2)
         per_s = (float(multiple) if multiple else 1.0) * (_unit(match.group(3)) or 1.0)
         if not (0 < count < math.inf and 0 < per_s < math.inf):
-            raise ValueError(f"a rate must be positive, got {spec!r}")
+            raise ValueError(f"a rate must be positive and finite, got {spec!r}")
         return cls(count, per_s)
 
 

@@ -123,7 +123,10 @@ class QueuePool(Generic[W]):
             if inbox is None:
                 inbox = self._inboxes[loop] = _Inbox(loop)
             self._enqueue((waiter, inbox, handle, items, timeout_s))
-        return await waiter
+        try:
+            return await waiter
+        except concurrent.futures.BrokenExecutor as broken:  # queued when the pool broke
+            return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), broken), 0.0)
 
     def send(
         self,
