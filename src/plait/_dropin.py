@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from concurrent.futures.thread import ThreadPoolExecutor as _StdThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._dropin_worker import AuthKey, dumps, initialize, process_chunk, run_pickled
@@ -166,7 +167,7 @@ class _ThreadReply(_Reply):
 
 
 # The stdlib's private attributes (_threads, _broken) are read-only views here: type: ignore.
-class ThreadPoolExecutor(_Executor, concurrent.futures.ThreadPoolExecutor):  # type: ignore[misc]
+class ThreadPoolExecutor(_Executor, _StdThreadPoolExecutor):  # type: ignore[misc]
     """``concurrent.futures.ThreadPoolExecutor`` on plait's thread backend.
 
     Same signature and behaviour; ``timeout=`` (seconds) is a plait extra: a task that runs
