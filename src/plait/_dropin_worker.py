@@ -6,6 +6,7 @@ Kept light: a process worker imports only this, not the executors.
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 import traceback
 import types
@@ -91,7 +92,12 @@ def _rebuild(exc: BaseException, tb: str) -> BaseException:
 def run_pickled(blob: bytes) -> bytes:
     """In the worker: one task, whose outcome comes back pickled here, so that any failure to
     pickle it reaches the caller with its own type (as the stdlib's workers report it)."""
-    _, fn, args, kwargs = pickle.loads(blob)  # the first item sets the authkey, if any
+    try:
+        _, fn, args, kwargs = pickle.loads(blob)  # the first item sets the authkey, if any
+    except Exception:
+        raise
+    except BaseException:  # an exit while unpickling the task ends the worker, as in the stdlib
+        os._exit(1)
     try:
         outcome: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except BaseException as exc:  # SystemExit too: the stdlib hands it to the future
