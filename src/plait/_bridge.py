@@ -52,7 +52,6 @@ class LoopThread:
 
 _idle: list[LoopThread] = []
 _idle_lock = threading.Lock()
-_shared: LoopThread | None = None
 
 
 def lease_loop() -> LoopThread:
@@ -82,21 +81,11 @@ def _shelve_when_idle(lease: LoopThread) -> None:
     lease.stop()
 
 
-def background_loop() -> asyncio.AbstractEventLoop:
-    """One long-lived loop for work that is not a run (``Pool.submit`` on asyncio)."""
-    global _shared
-    with _idle_lock:
-        if _shared is None:
-            _shared = LoopThread()
-        return _shared.loop
-
-
 def _forget_loops_after_fork() -> None:
     """A forked child has none of its parent's threads: start afresh on first use."""
-    global _idle_lock, _shared
+    global _idle_lock
     _idle.clear()
     _idle_lock = threading.Lock()
-    _shared = None
 
 
 os.register_at_fork(after_in_child=_forget_loops_after_fork)

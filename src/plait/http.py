@@ -204,14 +204,10 @@ class FetchConfig:
 
 @dataclass(slots=True)
 class FetchStats:
-    """Live counts of one run, for progress bars and summaries."""
+    """Live counts of one run that only the engine knows, for the progress bar (the bar counts
+    the responses itself)."""
 
-    done: int = 0
-    ok: int = 0
-    failed: int = 0
-    retrying: int = 0
-    retries: int = 0
-    nbytes: int = 0
+    retrying: int = 0  # requests waiting to be retried now
 
 
 def fetch_all(
