@@ -81,7 +81,7 @@ def _cannot_stop(name: str) -> str:
 
 
 def _backends_with(capability: str) -> str:
-    """"backend='thread' or 'process'": the backends that have ``capability``."""
+    """The backends that have ``capability``, as a hint: "backend='thread' or 'process'"."""
     names = [repr(n) for n, info in _backends.REGISTRY.items() if getattr(info, capability)]
     return "backend=" + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0])
 
