@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from plait._backends import NAMES
+
 if TYPE_CHECKING:
     from http_server import Server
 
@@ -24,7 +26,7 @@ TESTS_DIR = str(Path(__file__).resolve().parent)
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-BACKENDS = ("inline", "thread", "process", "asyncio")
+BACKENDS = NAMES  # every registered backend runs the conformance suite
 LOOP_THREAD = "plait-loop"
 LEAK_GRACE_S = 1.0
 

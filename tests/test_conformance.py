@@ -1,6 +1,7 @@
-"""One conformance suite: every semantic of the core, on every backend (inline, thread, process,
-asyncio). The asyncio backend gets coroutine functions (plain ones are checked too); the others get
-plain functions (coroutine functions are checked to run to completion there too).
+"""One conformance suite: every semantic of the core, on every registered backend (inline,
+thread, process, asyncio, ...). A backend meant for coroutines (asyncio) gets coroutine functions
+(plain ones are checked too); the others get plain functions (coroutine functions are checked to
+run to completion there too).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from _tasks import TaskError
 from conftest import assert_no_leaks_now, non_daemon_threads, pool_threads, wait_until
 
 import plait
+from plait._backends import REGISTRY
 
 WORKERS = 2
 WINDOW = 2 * WORKERS  # chunks read ahead of the consumer, as documented
@@ -30,7 +32,7 @@ def pick(
     backend: str, plain: Callable[..., Any], coroutine: Callable[..., Any]
 ) -> Callable[..., Any]:
     """The asyncio backend gets the coroutine function, the others the plain one."""
-    return coroutine if backend == "asyncio" else plain
+    return coroutine if REGISTRY[backend].coroutines_only else plain
 
 
 class Counted:

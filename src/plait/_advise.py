@@ -23,13 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._backends import cpu_count
+from ._backends import REGISTRY, cpu_count
 from ._decision import Decision
 
-COLORS = {
-    "inline": "#8c8c8c", "thread": "#4c78a8", "process": "#f58518", "asyncio": "#54a24b",
-    "auto": "#b279a2",
-}
+COLORS = {**{name: info.colour for name, info in REGISTRY.items()}, "auto": "#b279a2"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +57,12 @@ def configurations(
     coroutine functions (or when auto chose it)."""
     from ._backends._base import is_async_callable
 
-    counts: dict[str, set[int]] = {"inline": {1}, "thread": {4, 16, 64},
-                                   "process": {1, cores, 2 * cores}}
-    if is_async_callable(fn):
-        counts["asyncio"] = {10, 100, 1000}
+    coroutines = is_async_callable(fn)
+    counts = {
+        name: set(info.grid(cores))
+        for name, info in REGISTRY.items()
+        if coroutines or not info.coroutines_only
+    }
     if chosen is not None and chosen.backend != "inline":
         counts.setdefault(chosen.backend, set()).add(chosen.workers)
     return [(backend, n) for backend, workers in counts.items() for n in sorted(workers)]

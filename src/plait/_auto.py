@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._backends import default_workers
 from ._backends._base import ChunkResult
 from ._decision import Decision
-from ._options import Options, check_callable, check_iterable, options
+from ._options import Options, check_callable, check_iterable, options, policies_given
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -259,17 +259,9 @@ def initial_facts(fn: Callable[..., Any], items: Any, opts: Options, length: int
         backend=opts.backend, workers=opts.workers, chunksize=opts.chunksize, kind=opts.kind,
         errors=opts.errors, coroutine=_probe.is_coroutine(fn),
         async_input=_probe.is_async_input(items), gil=_probe.gil_enabled(),
-        cores=_probe.cores(), length=length, policies=_policies(opts),
+        cores=_probe.cores(), length=length, policies=policies_given(opts),
         initializer=opts.initializer is not None, recycle=opts.max_tasks_per_worker is not None,
     )
-
-
-def _policies(opts: Options) -> tuple[str, ...]:
-    given = (
-        ("timeout", opts.timeout), ("deadline", opts.deadline), ("retries", opts.retries or None),
-        ("rate", opts.rate), ("concurrency", opts.concurrency),
-    )
-    return tuple(name for name, value in given if value is not None)
 
 
 def gather(need: Need, fn: Callable[..., Any], items: Any, facts: Facts) -> Facts:

@@ -12,9 +12,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from ._backends import REGISTRY
+
 # An automatic chunk aims to keep a worker busy this long: long enough to hide the round trip,
-# short enough to balance load and keep the read-ahead small.
-TARGET_CHUNK_S = {"process": 0.02, "thread": 0.002}
+# short enough to balance load and keep the read-ahead small. Each backend declares its own.
+TARGET_CHUNK_S = {
+    name: info.chunk_target_s for name, info in REGISTRY.items() if info.chunk_target_s is not None
+}
 MAX_GROWTH = 64  # an automatic chunk grows at most this much per measurement
 UNKNOWN_LENGTH_CAP = 4096  # with no length hint, chunks stay at most this long
 

@@ -15,9 +15,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any, NoReturn
 
+from ._options import BACKEND_CHOICES
+from ._results import ERROR_MODES
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-BACKENDS = ("auto", "inline", "thread", "process", "asyncio")
-ERROR_MODES = ("raise", "collect", "skip")
+BACKENDS = BACKEND_CHOICES  # "auto" and the registered backends
 
 
 class UsageError(Exception):
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plait {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `plait map m:f input | head`
-        _silence_stdout()
+        silence_stdout()
         return EXIT_OK
 
 
@@ -324,7 +326,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """After a broken pipe: point stdout at /dev/null so the exit flush does not fail."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import IO, Any
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from ._cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, silence_stdout
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         summary.interrupted = True
     except BrokenPipeError:  # e.g. `plait fetch urls.txt | head`
-        _silence_stdout()
+        silence_stdout()
         return EXIT_OK
     finally:
         _close(source, out)
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         print(summary.text(args.output), file=sys.stderr)
     if summary.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILURES if summary.failed else EXIT_OK
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def _drain(results: AsyncIterator[Any], out: IO[str], summary: Summary) -> None:
@@ -205,12 +205,6 @@ def _close(source: IO[str], out: IO[str]) -> None:
         source.close()
     if out is not sys.stdout:
         out.close()
-
-
-def _silence_stdout() -> None:
-    """After a broken pipe: point stdout at /dev/null so the exit flush does not fail."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 class Summary:

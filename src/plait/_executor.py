@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._backends import NAMES
 from ._backends._base import Backend, StarCall
 from ._lifetime import exiting, watch
 from ._options import Options, check_backend, check_callable, check_iterable, options
@@ -64,9 +65,7 @@ class Pool(concurrent.futures.Executor):
     ) -> None:
         name = check_backend(backend)
         if name == "auto":
-            raise ValueError(
-                "a Pool needs a concrete backend: 'thread', 'process', 'asyncio' or 'inline'"
-            )
+            raise ValueError(f"a Pool needs a concrete backend: {', '.join(map(repr, NAMES))}")
         from ._run import create_backend
 
         setup = options(

@@ -153,13 +153,6 @@ class Engine:
         return index, item
 
     def _deliver(self, response: Response) -> None:
-        stats = self.stats
-        stats.done += 1
-        stats.nbytes += response.nbytes
-        if response.error is None:
-            stats.ok += 1
-        else:
-            stats.failed += 1
         if not self.config.ordered:
             self._emit(response)
             return
@@ -200,7 +193,6 @@ class Engine:
         # a paused host is waited for in the gate, together with every other request to it
         wait = 0.0 if host in self._pauses else self._retry.delay(failures)
         self.stats.retrying += 1
-        self.stats.retries += 1
         try:
             await self._clock.sleep(wait)
         finally:

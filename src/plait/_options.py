@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import difflib
 import math
+import textwrap
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 from ._backends import NAMES
+from ._checks import is_count
 from ._results import ERROR_MODES
 
 if TYPE_CHECKING:  # not at run time: _clock imports asyncio
@@ -86,11 +88,20 @@ class Options(NamedTuple):
 
 
 DEFAULTS = Options()
+# The options that turn a policy on (the others tune one); None or 0 means off.
+POLICIES = ("timeout", "deadline", "retries", "rate", "concurrency")
+
+
+def policies_given(opts: Options) -> tuple[str, ...]:
+    """The names of the policies this call turns on, in ``POLICIES`` order."""
+    return tuple(name for name in POLICIES if getattr(opts, name) not in (None, 0))
+
 _NAMES = Options._fields
 
 DOCS = {  # one line each (a second after "\n" where needed), as help() shows them
-    "backend": '"auto" measures a few calls and picks; or "inline", "thread", "process",\n'
-    '"asyncio".',
+    "backend": "\n".join(textwrap.wrap(
+        '"auto" measures a few calls and picks; or ' + ", ".join(f'"{n}"' for n in NAMES) + ".", 72
+    )),
     "workers": "how many calls run at once (None: the backend's default).",
     "ordered": "results in input order (True) or as they complete (False).",
     "chunksize": "items per round trip to a worker (None: learned from the call time).",
@@ -130,7 +141,7 @@ def check_backend(backend: Any) -> str:
 def check_positive(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_count(value, 1):
         raise ValueError(f"{name} must be a positive integer or None (automatic), got {value!r}")
     return value
 
@@ -164,7 +175,7 @@ def _check_kind(name: str, value: Any) -> str | None:
 
 
 def _check_retries(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_count(value, 0):
         raise ValueError(f"retries must be an integer >= 0, got {value!r}")
     return value
 

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ._checks import is_count
 from ._clock import REAL_CLOCK, Clock
 
 K = TypeVar("K")
@@ -75,7 +76,7 @@ class RateLimiter:
     def __init__(
         self, rate: str | float | Rate, *, burst: int = 1, clock: Clock = REAL_CLOCK
     ) -> None:
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        if not is_count(burst, 1):
             raise ValueError(f"burst must be a positive integer, got {burst!r}")
         self.rate = Rate.parse(rate)
         self.burst = burst
@@ -245,6 +246,6 @@ def _unit(word: str) -> float | None:
 
 
 def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+    if not is_count(limit, 1):
         raise ValueError(f"a concurrency limit must be a positive integer, got {limit!r}")
     return limit

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ._checks import is_count
 from ._clock import REAL_CLOCK, Clock
 
 T = TypeVar("T")
@@ -61,7 +62,7 @@ class Retry:
         clock: Clock = REAL_CLOCK,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if not is_count(retries, 0):
             raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
         self.retries = retries
         self.backoff = backoff if backoff is not None else Backoff()

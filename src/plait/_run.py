@@ -16,7 +16,7 @@ from ._backends._base import Backend, ChunkResult, is_async_callable
 from ._backends._pool import QueuePool
 from ._bridge import LoopSink, LoopThread, ThreadSink, give_back, lease_loop
 from ._chunks import Chunker, Source
-from ._options import Options
+from ._options import Options, policies_given
 from ._policies import Policies
 from ._progress import Bar, NoProgress, progress
 from ._results import expand
@@ -46,17 +46,14 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
         from ._auto import decide
 
         auto = decide(fn, items, options, length)
-        name = (
-            "thread" if auto.backend == "inline" and _needs_stoppable(fn, options) else auto.backend
-        )
+        name = auto.backend
+        if _needs_stoppable(fn, options) and not _backends.info(name).stops_tasks:
+            name = "thread"
         backend = create_backend(name, auto.workers, options)
         plan = Plan(fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head)
     else:
-        if options.backend == "inline" and _needs_stoppable(fn, options):
-            raise ValueError(
-                "timeout needs a backend that can stop a task: use backend='thread', 'process' "
-                "or 'asyncio' (the inline backend runs in your own thread)"
-            )
+        if _needs_stoppable(fn, options) and not _backends.info(options.backend).stops_tasks:
+            raise ValueError(_cannot_stop(options.backend))
         if options.explain:
             from ._auto import announce
 
@@ -76,6 +73,19 @@ def _needs_stoppable(fn: Callable[..., Any], options: Options) -> bool:
     return options.timeout is not None and not is_async_callable(fn)
 
 
+def _cannot_stop(name: str) -> str:
+    return (
+        f"timeout needs a backend that can stop a task: use {_backends_with('stops_tasks')} "
+        f"(the {name} backend cannot stop a running one)"
+    )
+
+
+def _backends_with(capability: str) -> str:
+    """The backends that have ``capability``, as a hint: "backend='thread' or 'process'"."""
+    names = [repr(n) for n, info in _backends.REGISTRY.items() if getattr(info, capability)]
+    return "backend=" + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0])
+
+
 def create_backend(name: str, workers: int | None, options: Options) -> Backend:
     setup = {
         key: value
@@ -85,10 +95,13 @@ def create_backend(name: str, workers: int | None, options: Options) -> Backend:
         )
         if value is not None
     }
-    if setup and name not in ("thread", "process"):
-        raise ValueError(f"{' and '.join(setup)} need backend='thread' or 'process', not {name!r}")
-    if "max_tasks_per_worker" in setup and name != "process":
-        raise ValueError("max_tasks_per_worker recycles worker processes: use backend='process'")
+    described = _backends.info(name)
+    if "initializer" in setup and not described.initializer:
+        raise ValueError(f"initializer needs {_backends_with('initializer')}, not {name!r}")
+    if "max_tasks_per_worker" in setup and not described.recycles:
+        raise ValueError(
+            f"max_tasks_per_worker recycles worker processes: use {_backends_with('recycles')}"
+        )
     return _backends.create(name, workers, **setup)
 
 
@@ -132,11 +145,9 @@ def _scheduler(
 
 
 def _runs_inline(plan: Plan) -> bool:
-    o = plan.options
-    policies = (o.timeout, o.deadline, o.rate, o.concurrency, o.retries or None)
     return (
         plan.backend.name == "inline"
-        and all(p is None for p in policies)
+        and not policies_given(plan.options)
         and not is_async_callable(plan.fn)
         and not hasattr(plan.items, "__aiter__")
     )

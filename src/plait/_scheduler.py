@@ -12,6 +12,7 @@ import inspect
 import threading
 from typing import Any, Protocol
 
+from ._backends import REGISTRY
 from ._backends._base import Backend, ChunkResult, is_async_callable, reraise_stop
 from ._chunks import Source
 from ._exceptions import TaskTimeout
@@ -125,7 +126,8 @@ class Scheduler:
             self._sink.close(error)
 
     async def _run_workers(self) -> None:
-        fast = self._backend.name == "asyncio" and self._policies is None
+        described = REGISTRY.get(self._backend.name)
+        fast = described is not None and described.calls_on_loop and self._policies is None
         work = self._work_items if fast else self._work
         async with asyncio.TaskGroup() as group:
             for _ in range(self._backend.workers):
@@ -149,7 +151,8 @@ class Scheduler:
             self._deliver((start, result))
 
     async def _work_items(self) -> None:
-        """The asyncio backend's loop: one awaited call at a time, no chunk round trip."""
+        """For a backend that calls on the loop (asyncio): one awaited call at a time, no chunk
+        round trip."""
         fn, window, deliver = self._handle, self._window, self._deliver
         always_await = is_async_callable(fn)
         while not self._stopping:

@@ -54,6 +54,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._checks import is_count
 from ._exceptions import BackendUnavailable, PlaitError, TaskTimeout
 from ._retry import Backoff
 
@@ -203,14 +204,10 @@ class FetchConfig:
 
 @dataclass(slots=True)
 class FetchStats:
-    """Live counts of one run, for progress bars and summaries."""
+    """Live counts of one run that only the engine knows, for the progress bar (the bar counts
+    the responses itself)."""
 
-    done: int = 0
-    ok: int = 0
-    failed: int = 0
-    retrying: int = 0
-    retries: int = 0
-    nbytes: int = 0
+    retrying: int = 0  # requests waiting to be retried now
 
 
 def fetch_all(
@@ -274,7 +271,7 @@ def make_config(**options: Any) -> FetchConfig:
         _check_positive("per_host", config.per_host)
     _check_positive("burst", config.burst)
     retries = config.retries
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+    if not is_count(retries, 0):
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
     for name in ("timeout", "connect_timeout"):
         value = getattr(config, name)
@@ -284,7 +281,7 @@ def make_config(**options: Any) -> FetchConfig:
         modes = ", ".join(map(repr, READ_MODES))
         raise ValueError(f"read must be one of {modes}, got {config.read!r}")
     limit = config.max_body
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+    if limit is not None and not is_count(limit, 0):
         raise ValueError(f"max_body must be a number of bytes or None, got {limit!r}")
     if config.rate is not None:
         from ._ratelimit import Rate
@@ -295,7 +292,7 @@ def make_config(**options: Any) -> FetchConfig:
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_count(value, 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 

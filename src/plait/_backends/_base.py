@@ -56,11 +56,12 @@ class Backend(Protocol):
         ...
 
 
-def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
+def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any], *, stops: bool = True) -> ChunkResult:
     """Call ``fn`` on each item, catching each task's error on its own.
 
     Whatever a task raises is its outcome, ``SystemExit`` and ``StopIteration`` included; only a
-    Ctrl-C in the main thread stops the run (the inline backend runs there).
+    Ctrl-C in the main thread stops the run (the inline backend runs there). ``stops=False``
+    (a process worker): nothing a task raises stops the run.
     """
     values: list[Any] = []
     errors: dict[int, BaseException] | None = None
@@ -70,7 +71,8 @@ def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> ChunkResult:
         try:
             append(fn(item))
         except BaseException as exc:  # a task's own error is data, not a crash
-            reraise_stop(exc)
+            if stops:
+                reraise_stop(exc)
             if errors is None:
                 errors = {}
             errors[len(values)] = exc

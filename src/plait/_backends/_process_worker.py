@@ -20,13 +20,12 @@ import signal
 import struct
 import sys
 import threading
-import time
 import traceback
 from collections import OrderedDict
 from typing import Any
 
 from .._exceptions import SerializationError
-from ._base import ChunkResult, blocking_callable
+from ._base import ChunkResult, blocking_callable, run_chunk
 
 _MAX_CACHED_FUNCTIONS = 64
 READY = b"ready"  # the worker's first message: started, initializer run
@@ -134,24 +133,6 @@ def _watch_parent(lifeline_fd: int) -> None:
         os._exit(70)
 
 
-def run_chunk(fn: Any, items: list[Any]) -> ChunkResult:
-    """Call ``fn`` on each item. Whatever a task raises is its error, even SystemExit or
-    KeyboardInterrupt (SIGINT is ignored here: only the task itself can raise it)."""
-    values: list[Any] = []
-    errors: dict[int, BaseException] | None = None
-    append = values.append
-    start = time.perf_counter()
-    for item in items:
-        try:
-            append(fn(item))
-        except BaseException as exc:  # a task's own error is data, not a crash
-            if errors is None:
-                errors = {}
-            errors[len(values)] = exc
-            append(None)
-    return ChunkResult(values, errors, time.perf_counter() - start)
-
-
 def _failed_chunk(n: int, message: str, exc: BaseException) -> ChunkResult:
     error = SerializationError(f"{message}: {type(exc).__name__}: {exc}")
     return ChunkResult([None] * n, dict.fromkeys(range(n), error), 0.0)
@@ -184,7 +165,9 @@ def _handle(message: bytes, functions: _Functions) -> ChunkResult | None:
         if not by_value:  # say, a class of the user's __main__ named by reference
             return None
         return _failed_chunk(count, "the arguments could not be unpickled in the worker", exc)
-    return run_chunk(fn, items)
+    # Whatever a task raises here is its error, even SystemExit or KeyboardInterrupt (SIGINT
+    # is ignored in a worker: only the task itself can raise it).
+    return run_chunk(fn, items, stops=False)
 
 
 def serve(conn: Any, lifeline_fd: int) -> None:
