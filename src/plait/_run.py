@@ -199,7 +199,10 @@ def consume(
     """The one step every driver takes per chunk: count it, then turn it into what the caller
     asked for (values, outcomes, or the values before the error to raise)."""
     start, result = entry
-    bar.update(len(result.values), failed=len(result.errors or ()))
+    if result.errors:
+        bar.update(len(result.values), failed=len(result.errors))
+    else:
+        bar.update(len(result.values))
     return expand(start, result, errors)
 
 
