@@ -167,3 +167,37 @@ def test_sys_exit_from_a_policy_callback_reaches_the_caller_and_plait_keeps_work
 
 async def _anegate(x: int) -> int:
     return -x
+
+
+def raise_stop() -> None:
+    raise StopIteration("from a submitted task")
+
+
+def exit_task() -> None:
+    sys.exit(5)
+
+
+SUBMITTERS = {
+    "Pool(inline)": lambda: plait.Pool(backend="inline"),
+    "Pool(thread)": lambda: plait.Pool(backend="thread", workers=2),
+    "Pool(process)": lambda: plait.Pool(backend="process", workers=1),
+    "Pool(asyncio)": lambda: plait.Pool(backend="asyncio", workers=2),
+    "ThreadPoolExecutor": lambda: plait.ThreadPoolExecutor(2),
+    "ProcessPoolExecutor": lambda: plait.ProcessPoolExecutor(1),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", SUBMITTERS)
+def test_a_submitted_tasks_stop_iteration_and_exit_keep_their_type(name: str) -> None:
+    with SUBMITTERS[name]() as pool:
+        stopped = pool.submit(raise_stop).exception(timeout=30)
+        exited = pool.submit(exit_task).exception(timeout=30)
+        assert pool.submit(abs, -4).result(timeout=30) == 4  # the pool goes on
+    assert type(stopped) is StopIteration and "from a submitted task" in str(stopped)
+    assert type(exited) is SystemExit and exited.code == 5
+
+
+def test_a_pool_tells_clients_its_max_workers() -> None:
+    with plait.Pool(backend="thread", workers=3) as pool:
+        assert pool._max_workers == 3  # Dask's local scheduler reads it

@@ -93,6 +93,11 @@ class Pool(concurrent.futures.Executor):
     def workers(self) -> int:
         return self._backend.workers
 
+    @property
+    def _max_workers(self) -> int:
+        """The stdlib executors' name for it, which clients read (Dask's local scheduler)."""
+        return self._backend.workers
+
     def imap(self, fn: Callable[..., Any], items: Iterable[Any], /, **opts: Any) -> Iterator[Any]:
         check_callable(fn)
         check_iterable(items)
