@@ -439,6 +439,7 @@ class _ListSink:
     def __init__(self, window: Window, plan: Plan, bar: NoProgress | Bar) -> None:
         self._window = window
         self._errors = plan.options.errors
+        self._plain = self._errors != "collect"  # no Outcome to make
         self._bar = bar
         self.values: list[Any] = []
         self.error: BaseException | None = None
@@ -447,6 +448,11 @@ class _ListSink:
     def put(self, entry: Entry) -> None:
         self._window.release()  # nothing streams: the window only paces the input
         if self.error is not None:
+            return
+        result = entry[1]
+        if not result.errors and self._plain:  # plait.map's hot path: values as they are
+            self._bar.update(len(result.values))
+            self.values.extend(result.values)
             return
         values, error = consume(entry, self._errors, self._bar)
         self.values.extend(values)
