@@ -437,6 +437,23 @@ def test_afetch_all_early_exit_and_sync_input(server: Server) -> None:
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
+def test_afetch_all_with_a_progress_bar_and_a_full_window(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def main() -> list[Response]:
+        stream = afetch_all([server.url(f"/ok/{i}") for i in range(30)], concurrency=2,
+                            progress=True)
+        taken = []
+        async for r in stream:
+            taken.append(r)
+            await asyncio.sleep(0.01)  # a slow consumer: the window (4) fills and waits
+        return taken
+
+    results = asyncio.run(main())
+    assert [r.index for r in results] == list(range(30)) and all(r.ok for r in results)
+    assert "ok=30 failed=0 retrying=0" in capsys.readouterr().err
+
+
 def test_sync_fetch_all_works_inside_a_running_loop(server: Server) -> None:
     async def main() -> list[int | None]:
         return [r.status for r in fetch_all([server.url("/ok/1"), server.url("/ok/2")])]
@@ -550,6 +567,9 @@ def test_missing_aiohttp_says_how_to_install_it() -> None:
 
 def test_errors_pickle_with_their_details() -> None:
     import pickle
+
+    bare = FetchError("no details")
+    assert (bare.url, bare.status) == ("", None)
 
     error = HTTPStatusError("HTTP 503", url="http://x/", status=503)
     copy = pickle.loads(pickle.dumps(error))
