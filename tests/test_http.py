@@ -350,6 +350,25 @@ def test_adaptive_concurrency_grows_back_after_successes(server: Server) -> None
     assert [r.status for r in results] == [429] * 8 + [200] * 17
 
 
+@pytest.mark.timeout(30)
+def test_adaptive_concurrency_never_grows_past_its_start(server: Server) -> None:
+    urls = [server.url(f"/ok/{i}") for i in range(8)] + [server.url(f"/hold/{i}") for i in range(4)]
+    server.hold(0)
+    results: list[Response] = []
+    consumer = threading.Thread(target=lambda: results.extend(fetch_all(
+        urls, concurrency=8, per_host=2, adaptive=True, retries=0
+    )))
+    consumer.start()
+    try:
+        assert wait_until(lambda: server.in_flight >= 2, 10), server.in_flight
+        time.sleep(0.3)
+        assert server.in_flight == 2  # 8 successes do not lift the cap above per_host
+    finally:
+        server.release()
+        consumer.join(10)
+    assert len(results) == 12 and all(r.ok for r in results)
+
+
 def test_adaptive_run_finishes(server: Server) -> None:
     urls = [server.url("/limited/adaptive?after=0.5")] * 12
     results = list(fetch_all(urls, concurrency=6, adaptive=True, retries=4, backoff=FAST))
