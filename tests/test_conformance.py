@@ -15,10 +15,8 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import _policy_tasks as P
 import _tasks as T
 import pytest
 from _tasks import TaskError
