@@ -15,8 +15,10 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import _policy_tasks as P
 import _tasks as T
 import pytest
 from _tasks import TaskError
@@ -165,6 +167,17 @@ def test_stalled_consumer_reads_ahead_exactly_the_window(
     finally:
         stream.close()  # type: ignore[attr-defined]
     assert pulled == expected, f"read {pulled} items ahead of a stalled consumer"
+
+
+def test_workers_run_at_once_throughout_the_run(backend: str, tmp_path: Path) -> None:
+    """Three waves of 4 tasks that each wait (up to 5 s) until 4 run at once: every wave
+    meets, so the window keeps all 4 workers busy after the first results are taken."""
+    if backend == "inline":
+        pytest.skip("one call at a time by design")
+    fn = pick(backend, P.running_peak_of, P.arunning_peak_of)
+    items = [(str(tmp_path), 4)] * 12
+    peaks = list(plait.imap(fn, items, backend=backend, workers=4, chunksize=1))
+    assert peaks == [4] * 12
 
 
 def test_slow_consumer_gets_everything(backend: str) -> None:
