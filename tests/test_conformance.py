@@ -169,11 +169,10 @@ def test_stalled_consumer_reads_ahead_exactly_the_window(
     assert pulled == expected, f"read {pulled} items ahead of a stalled consumer"
 
 
+@pytest.mark.parametrize("backend", ["thread", "process", "asyncio"])  # inline: one at a time
 def test_workers_run_at_once_throughout_the_run(backend: str, tmp_path: Path) -> None:
     """Three waves of 4 tasks that each wait (up to 5 s) until 4 run at once: every wave
     meets, so the window keeps all 4 workers busy after the first results are taken."""
-    if backend == "inline":
-        pytest.skip("one call at a time by design")
     fn = pick(backend, P.running_peak_of, P.arunning_peak_of)
     items = [(str(tmp_path), 4)] * 12
     peaks = list(plait.imap(fn, items, backend=backend, workers=4, chunksize=1))
