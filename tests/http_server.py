@@ -13,6 +13,7 @@ Endpoints:
     /slow?s=0.2                     200 after ``s`` seconds
     /status/{code}                  that status, always
     /flaky/{key}?fail=N&code=500    ``code`` for the first N requests to {key}, then 200
+                    &after=S        ... with a Retry-After: S header
     /limited/{key}?after=1          429 + Retry-After for ``after`` s from the first hit, then 200
     /reset                          resets the connection (TCP RST), always
     /reset/{key}?n=1                resets the first n requests to {key}, then 200
@@ -158,7 +159,10 @@ class Server:
         key = request.match_info["key"]
         self._counts[key] += 1
         if self._counts[key] <= int(request.query.get("fail", "1")):
-            return web.Response(status=int(request.query.get("code", "500")), text="failing")
+            after = request.query.get("after")  # a Retry-After header, if asked for
+            headers = {"Retry-After": after} if after is not None else None
+            code = int(request.query.get("code", "500"))
+            return web.Response(status=code, text="failing", headers=headers)
         return web.Response(text=f"ok after {self._counts[key]}")
 
     async def _limited(self, request: web.Request) -> web.StreamResponse:

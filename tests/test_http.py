@@ -134,6 +134,30 @@ def test_a_huge_body_is_refused_past_max_body(server: Server) -> None:
     assert small.ok
 
 
+def test_a_body_of_exactly_max_body_is_kept(server: Server) -> None:
+    (r,) = fetch_all([server.url("/huge?mb=1")], max_body=2**20, retries=0)
+    assert r.ok and r.nbytes == 2**20 and r.body == b"x" * 2**20
+    (r,) = fetch_all([server.url("/huge?mb=1")], max_body=2**20 - 1, retries=0)
+    assert isinstance(r.error, BodyTooLarge) and r.error.status == 200
+    assert str(r.error) == (
+        f"the body is longer, more than max_body={2**20 - 1} bytes; "
+        "raise max_body (None: no limit) or use read='none'"
+    )
+
+
+def test_error_messages_say_what_happened(server: Server) -> None:
+    urls = [server.url("/status/500"), server.url("/notjson")]
+    failed, bad_json = fetch_all(urls, retries=0, read="json")
+    assert str(failed.error) == "HTTP 500 Internal Server Error" and failed.error.status == 500
+    assert isinstance(bad_json.error, InvalidJSON) and bad_json.error.status == 200
+    assert str(bad_json.error).startswith("the body is not valid JSON: ")
+    assert isinstance(bad_json.error.__cause__, ValueError)
+    (hung,) = fetch_all([server.url("/hang")], timeout=0.2, retries=0)
+    assert str(hung.error) == "no response within 0.2 s"
+    (reset,) = fetch_all([server.url("/reset")], retries=0)
+    assert str(reset.error).startswith(type(reset.error.__cause__).__name__)
+
+
 # --- bad input never stops the run --------------------------------------------------------
 
 
@@ -253,6 +277,25 @@ def test_retry_after_also_holds_requests_waiting_for_a_slot(server: Server) -> N
     assert [r.attempts for r in results] == [2] + [1] * 7
 
 
+def test_a_retry_after_pause_replaces_the_backoff(server: Server) -> None:
+    clock = FakeClock()
+    slow = Backoff(initial_s=5, multiplier=1, max_s=5)
+    (r,) = fetch_all([server.url("/flaky/ra?fail=1&code=429&after=1")], backoff=slow, clock=clock)
+    assert (r.status, r.attempts) == (200, 2)
+    assert clock.now() == pytest.approx(1.0)  # the pause alone, no backoff on top of it
+    (r,) = fetch_all([server.url("/flaky/bo?fail=1&code=500")], backoff=slow, clock=clock)
+    assert (r.status, r.attempts) == (200, 2)
+    assert 1.0 < clock.now() <= 6.0  # without a pause: a full-jitter backoff of at most 5 s
+
+
+def test_retry_after_with_a_rate_limit(server: Server) -> None:
+    clock = FakeClock()
+    urls = [server.url(f"/flaky/rr{i}?fail=1&code=503&after=2") for i in range(3)]
+    results = list(fetch_all(urls, rate="10/s", clock=clock, backoff=FAST))
+    assert [(r.status, r.attempts) for r in results] == [(200, 2)] * 3
+    assert clock.now() >= 2.0  # the host's rate limiter waited for the pause too
+
+
 def test_retry_after_is_capped(server: Server) -> None:
     started = time.perf_counter()
     (r,) = fetch_all(
@@ -305,6 +348,25 @@ def test_adaptive_concurrency_grows_back_after_successes(server: Server) -> None
         server.release()
         consumer.join(10)
     assert [r.status for r in results] == [429] * 8 + [200] * 17
+
+
+@pytest.mark.timeout(30)
+def test_adaptive_concurrency_never_grows_past_its_start(server: Server) -> None:
+    urls = [server.url(f"/ok/{i}") for i in range(8)] + [server.url(f"/hold/{i}") for i in range(4)]
+    server.hold(0)
+    results: list[Response] = []
+    consumer = threading.Thread(target=lambda: results.extend(fetch_all(
+        urls, concurrency=8, per_host=2, adaptive=True, retries=0
+    )))
+    consumer.start()
+    try:
+        assert wait_until(lambda: server.in_flight >= 2, 10), server.in_flight
+        time.sleep(0.3)
+        assert server.in_flight == 2  # 8 successes do not lift the cap above per_host
+    finally:
+        server.release()
+        consumer.join(10)
+    assert len(results) == 12 and all(r.ok for r in results)
 
 
 def test_adaptive_run_finishes(server: Server) -> None:
@@ -394,6 +456,23 @@ def test_afetch_all_early_exit_and_sync_input(server: Server) -> None:
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
+def test_afetch_all_with_a_progress_bar_and_a_full_window(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def main() -> list[Response]:
+        stream = afetch_all([server.url(f"/ok/{i}") for i in range(30)], concurrency=2,
+                            progress=True)
+        taken = []
+        async for r in stream:
+            taken.append(r)
+            await asyncio.sleep(0.01)  # a slow consumer: the window (4) fills and waits
+        return taken
+
+    results = asyncio.run(main())
+    assert [r.index for r in results] == list(range(30)) and all(r.ok for r in results)
+    assert "ok=30 failed=0 retrying=0" in capsys.readouterr().err
+
+
 def test_sync_fetch_all_works_inside_a_running_loop(server: Server) -> None:
     async def main() -> list[int | None]:
         return [r.status for r in fetch_all([server.url("/ok/1"), server.url("/ok/2")])]
@@ -413,6 +492,16 @@ def test_progress_bar_shows_counts(server: Server, capsys: pytest.CaptureFixture
     list(fetch_all(urls, progress=True, retries=0))
     err = capsys.readouterr().err
     assert "ok=1 failed=1 retrying=0" in err and "2req" in err.replace(" ", "")
+
+
+def test_progress_bar_counts_after_retries(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = [server.url("/flaky/bar?fail=2"), server.url("/ok/1"), server.url("/status/404")]
+    list(fetch_all(urls, progress=True, backoff=FAST))
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("ok=2 failed=1 retrying=0]"), err  # none left retrying
+    assert "fetch: " in err and "3req" in err.replace(" ", "")
 
 
 # --- options, limits, the optional dependency ---------------------------------------------
@@ -497,6 +586,9 @@ def test_missing_aiohttp_says_how_to_install_it() -> None:
 
 def test_errors_pickle_with_their_details() -> None:
     import pickle
+
+    bare = FetchError("no details")
+    assert (bare.url, bare.status) == ("", None)
 
     error = HTTPStatusError("HTTP 503", url="http://x/", status=503)
     copy = pickle.loads(pickle.dumps(error))
