@@ -271,19 +271,8 @@ async def atask(x):
     return task(x)
 plait.map(atask if {backend!r} == "asyncio" else task, range(10), backend={backend!r}, workers=2)
 """
-_HANGS = pytest.mark.xfail(
-    strict=True,
-    reason="src bug: SystemExit raised by a task ends the pool thread or the loop thread, and "
-    "plait.map then waits forever (DESIGN.md 4: no BaseException leaves a plait thread or loop "
-    "except as that task's outcome)",
-)
-
-
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "backend",
-    ["inline", pytest.param("thread", marks=_HANGS), pytest.param("asyncio", marks=_HANGS)],
-)
+@pytest.mark.parametrize("backend", ["inline", "thread", "process", "asyncio"])
 def test_a_task_raising_system_exit_ends_the_call_with_it(backend: str) -> None:
     # in a child interpreter: a loop thread that dies must not take this test session with it
     done = subprocess.run(
