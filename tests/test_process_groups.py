@@ -234,3 +234,35 @@ def test_what_tasks_print_is_flushed_when_workers_leave(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "out.txt").read_text().splitlines()
     assert sorted(lines) == [f"task {i}" for i in range(4)]
+
+
+# --- a warm Pool: a stopped run frees its workers, the pool goes on -------------------------
+
+
+@pytest.mark.timeout(60)
+def test_leaving_a_pool_imap_early_stops_its_running_tasks(folder: Path) -> None:
+    items = [(i, str(folder)) for i in range(3)]
+    with plait.Pool(backend="process", workers=2) as pool:
+        results = pool.imap(P.quick_or_sleeper, items, chunksize=1)
+        for first in results:
+            assert first == 0
+            _wait_started(folder, 2)  # items 1 and 2 are running their `sleep 30`
+            break
+        del results
+        started = _started(folder)
+        # the stopped run's tasks are killed with what they started, not left to run 30 s...
+        assert _all_dead([pid for pair in started for pid in pair]), started
+        # ...so the pool's next call finds its workers free (replaced), well before the sleeps
+        before = time.monotonic()
+        assert pool.map(T.square, range(4)) == [0, 1, 4, 9]
+        assert time.monotonic() - before < P.SLEEP_S / 2
+
+
+@pytest.mark.timeout(60)
+def test_a_pool_run_past_its_deadline_stops_its_running_tasks(folder: Path) -> None:
+    with plait.Pool(backend="process", workers=2) as pool:
+        with pytest.raises(plait.TaskTimeout, match="deadline"):
+            pool.map(P.spawn_sleeper, [str(folder)] * 2, timeout=2.0)  # Executor.map: deadline
+        started = _started(folder)
+        assert _all_dead([pid for pair in started for pid in pair]), started
+        assert pool.map(T.square, range(4)) == [0, 1, 4, 9]

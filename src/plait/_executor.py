@@ -41,6 +41,9 @@ class FutureReply:
         if future.set_running_or_notify_cancel():  # if cancelled, this wakes wait() callers
             future.set_exception(error or concurrent.futures.CancelledError())
 
+    def abandoned(self, future: Future[Any]) -> bool:
+        return False  # a running future cannot be cancelled: its task runs to the end
+
 
 _REPLY = FutureReply()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import queue
 import threading
@@ -44,6 +45,11 @@ class Reply(Protocol):
         """The chunk will not run: cancelled (``error`` None) or the pool cannot run it."""
         ...
 
+    def abandoned(self, ticket: Any) -> bool:
+        """True once nobody waits for the running chunk (its run was stopped): a backend that
+        can stop a task may stop it."""
+        ...
+
 
 class _Inbox:
     """Results handed back to one event loop: one wake-up per batch, not one per chunk."""
@@ -67,6 +73,9 @@ class _Inbox:
 
     def fail(self, waiter: asyncio.Future[ChunkResult], error: BaseException | None) -> None:
         self.call(_settle, waiter, error)
+
+    def abandoned(self, waiter: asyncio.Future[ChunkResult]) -> bool:
+        return waiter.cancelled()  # a read from the pool thread: a stale answer is harmless
 
     def call(self, callback: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
@@ -105,6 +114,7 @@ class QueuePool(Generic[W]):
         self._closed = False
         self._cancelled = False
         self._broken: BaseException | None = None
+        self._running = threading.local()  # per pool thread: is its chunk still wanted?
         self.thread_prefix = f"plait-{self.name}-{next(_pool_ids)}-"
         self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
             weakref.WeakKeyDictionary()
@@ -188,6 +198,7 @@ class QueuePool(Generic[W]):
         try:
             if worker is _UNOPENED:
                 worker = self._open_worker()
+            self._running.abandoned = functools.partial(reply.abandoned, ticket)
             worker, result = self._execute(worker, handle, items, timeout_s)
         except BaseException as exc:  # SystemExit and the like: the task's error, never ours
             error = self._break(exc) if worker is _UNOPENED else exc
@@ -260,6 +271,11 @@ class QueuePool(Generic[W]):
                 task[1].fail(task[0], error)
         for _ in range(sentinels):
             self._tasks.put(None)
+
+    def abandoned(self) -> bool:
+        """In ``_execute``: True once nobody waits for the chunk this thread runs."""
+        check = getattr(self._running, "abandoned", None)
+        return check is not None and bool(check())
 
     # Hooks for subclasses.
     def _open_worker(self) -> W:

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -38,6 +39,7 @@ from ._pool import QueuePool
 from ._process_worker import INIT_FAILED, READY, RESEND, decode_error
 
 _fn_ids = itertools.count(1)
+_ABANDON_CHECK_S = 0.05  # how often a running chunk checks that its run still wants it
 _BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
 
 
@@ -110,9 +112,14 @@ class WorkerProcess:
         self.conn.send_bytes(pickle.dumps(setup))
 
     def call(
-        self, handle: FunctionHandle, chunk: Payload, timeout_s: float | None
+        self,
+        handle: FunctionHandle,
+        chunk: Payload,
+        timeout_s: float | None,
+        abandoned: Callable[[], bool] | None = None,
     ) -> ChunkResult | None:
-        """The chunk's results, or None if it ran past ``timeout_s`` (the worker is killed)."""
+        """The chunk's results, or None if it ran past ``timeout_s`` or was ``abandoned()``
+        while it ran (the worker is killed then)."""
         blob = None if handle.fn_id in self.known else handle.blob
         message = pickle.dumps((handle.fn_id, blob, *chunk), protocol=5)
         try:
@@ -120,7 +127,7 @@ class WorkerProcess:
                 self._wait_ready()
             self.conn.send_bytes(message)
             self.known.add(handle.fn_id)
-            if timeout_s is not None and not self.conn.poll(timeout_s):
+            if not self._reply_comes(timeout_s, abandoned):
                 self.kill()
                 return None
             reply = self.conn.recv_bytes()
@@ -135,6 +142,19 @@ class WorkerProcess:
             raise _Unreadable(f"{type(exc).__name__}: {exc}") from exc
         errors = {i: decode_error(record) for i, record in records.items()}
         return ChunkResult(values, errors or None, elapsed)
+
+    def _reply_comes(self, timeout_s: float | None, abandoned: Callable[[], bool] | None) -> bool:
+        """Wait for the reply: False past the timeout, or once nobody wants it (checked every
+        ``_ABANDON_CHECK_S``, so a stopped run frees its workers at once)."""
+        if abandoned is None:
+            return timeout_s is None or self.conn.poll(timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = _ABANDON_CHECK_S if deadline is None else deadline - time.monotonic()
+            if self.conn.poll(max(0.0, min(left, _ABANDON_CHECK_S))):
+                return True
+            if abandoned() or (deadline is not None and time.monotonic() >= deadline):
+                return False
 
     def _wait_ready(self) -> None:
         """The worker has started and run its initializer (timeouts count from here)."""
@@ -325,7 +345,7 @@ class ProcessBackend(QueuePool[_Slot]):
             self._replace(slot)  # died while idle (killed from outside): not this task
         count = chunk[1]
         try:
-            result = slot.process.call(handle, chunk, timeout_s)
+            result = slot.process.call(handle, chunk, timeout_s, self.abandoned)
         except _Died:
             code = slot.process.exitcode()
             if self._cancelled:
@@ -336,6 +356,9 @@ class ProcessBackend(QueuePool[_Slot]):
         if result is None:
             if not self._cancelled:
                 self._replace(slot)
+            if self.abandoned():  # nobody reads this result: its run was stopped
+                stopped = WorkerCrashed("the run was stopped: its worker was killed")
+                return _all_failed(count, stopped)
             return timed_out(count, timeout_s or 0.0, "its worker process was killed and replaced")
         return result
 
