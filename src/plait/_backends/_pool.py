@@ -199,7 +199,10 @@ class QueuePool(Generic[W]):
             if worker is _UNOPENED:
                 worker = self._open_worker()
             self._running.abandoned = functools.partial(reply.abandoned, ticket)
-            worker, result = self._execute(worker, handle, items, timeout_s)
+            try:
+                worker, result = self._execute(worker, handle, items, timeout_s)
+            finally:
+                self._running.abandoned = None  # an idle thread holds no task's future
         except BaseException as exc:  # SystemExit and the like: the task's error, never ours
             error = self._break(exc) if worker is _UNOPENED else exc
             result = ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), error), 0.0)
