@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -85,6 +85,18 @@ def wait_until(condition, timeout: float, interval: float = 0.02) -> bool:  # ty
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def finishes_meanwhile(call: Any, limit_s: float = 20.0) -> bool:
+    """True if ``call()`` returns within ``limit_s`` (it runs in a helper thread)."""
+    done = threading.Event()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(limit_s)
 
 
 def leaks(before_threads: set[threading.Thread], before_children: set[int]) -> list[str]:

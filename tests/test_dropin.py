@@ -25,7 +25,7 @@ from typing import Any
 
 import _dropin_tasks as D
 import pytest
-from conftest import children, pid_alive, subprocess_env, wait_until
+from conftest import children, finishes_meanwhile, pid_alive, subprocess_env, wait_until
 
 import plait
 
@@ -216,7 +216,7 @@ def test_a_slow_done_callback_does_not_delay_other_work(kind: str) -> None:
         executor.submit(D.square, 2).add_done_callback(slow_callback)
         assert wait_until(lambda: seen, 30)
         # the callback blocks its pool thread only: plait.map and the executor carry on
-        assert _finishes_meanwhile(lambda: plait.map(D.square, range(10), backend="thread"))
+        assert finishes_meanwhile(lambda: plait.map(D.square, range(10), backend="thread"))
         assert executor.submit(D.square, 3).result(timeout=30) == 9
         release.set()
     assert seen[0] != "plait-loop"
@@ -473,14 +473,3 @@ def test_wait_and_as_completed(kind: str) -> None:
             i * i for i in range(6)
         ]
 
-
-def _finishes_meanwhile(call: Any, limit_s: float = 20.0) -> bool:
-    """True if ``call()`` returns within ``limit_s`` (it runs in a helper thread)."""
-    done = threading.Event()
-
-    def run() -> None:
-        call()
-        done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return done.wait(limit_s)

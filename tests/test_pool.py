@@ -12,7 +12,14 @@ from typing import Any
 import _tasks as T
 import pytest
 from _tasks import TaskError
-from conftest import assert_no_leaks_now, children, non_daemon_threads, pid_alive, pool_threads
+from conftest import (
+    assert_no_leaks_now,
+    children,
+    finishes_meanwhile,
+    non_daemon_threads,
+    pid_alive,
+    pool_threads,
+)
 
 import plait
 
@@ -281,7 +288,7 @@ def test_a_slow_done_callback_delays_no_other_work(backend: str) -> None:
     with plait.Pool(backend=backend, workers=2) as pool:
         pool.submit(fn_for(backend, T.square, T.asquare), 2).add_done_callback(slow_callback)
         assert wait_for(lambda: bool(seen), 30)
-        assert _finishes_meanwhile(lambda: plait.map(T.square, range(10), backend="thread"))
+        assert finishes_meanwhile(lambda: plait.map(T.square, range(10), backend="thread"))
         release.set()
     assert seen[0] != "plait-loop"
 
@@ -310,14 +317,3 @@ def test_results_of_dropped_futures_are_not_kept(backend: str) -> None:
         gc.collect()
         assert wait_for(lambda: all(r() is None for r in refs), 5), "a result is still held"
 
-
-def _finishes_meanwhile(call: Any, limit_s: float = 20.0) -> bool:
-    """True if ``call()`` returns within ``limit_s`` (it runs in a helper thread)."""
-    done = threading.Event()
-
-    def run() -> None:
-        call()
-        done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return done.wait(limit_s)
