@@ -26,8 +26,9 @@ WORK = ROOT / "build" / "mutants"
 # costs a run of every selected test that calls the mutated function, so the slow, randomised
 # property test and (where the module does not depend on it) the process backend stay out.
 MODULES: dict[str, tuple[list[str], list[str], str]] = {
-    "chunks": (["_chunks.py"], ["test_chunks.py", "test_conformance.py"], "not process"),
-    "scheduler": (["_scheduler.py"], ["test_conformance.py", "test_policies.py"],
+    "chunks": (["_chunks.py"], ["test_chunks.py", "test_conformance.py", "test_isolation.py"],
+               "not process and not fork"),
+    "scheduler": (["_scheduler.py"], ["test_conformance.py", "test_policies.py", "test_escapes.py"],
                   "not process and not exactly_one"),
     "policies": (["_policies.py"], ["test_policies.py"], "not exactly_one"),
     "retry": (["_retry.py"], ["test_retry.py", "test_policies.py"], "not exactly_one"),
