@@ -93,3 +93,65 @@ def test_ctrl_c_stops_every_api_within_two_seconds(tmp_path: Path, api: str, bac
         for pid in workers:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+UNSHUT = """
+import os, sys, time, plait
+
+folder = sys.argv[1]
+
+def block(x):
+    open(os.path.join(folder, f"{{os.getpid()}}-{{x}}"), "w").close()
+    time.sleep(30)
+    return x
+
+pool = {make}  # never shut down: at exit, Ctrl-C must not wait for its running tasks
+futures = [pool.submit(block, i) for i in range(2)]
+print([f.result() for f in futures], flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "make",
+    [
+        'plait.Pool(backend="process", workers=2)',
+        'plait.Pool(backend="thread", workers=2)',
+        "plait.ProcessPoolExecutor(2)",
+        "plait.ThreadPoolExecutor(2)",
+    ],
+)
+def test_ctrl_c_with_a_pool_nobody_shut_down_stops_its_running_tasks(
+    tmp_path: Path, make: str
+) -> None:
+    folder = tmp_path / "started"
+    folder.mkdir()
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(UNSHUT.format(make=make)))
+    with open(tmp_path / "output.txt", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(folder)],
+            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(),
+        )
+    workers: set[int] = set()
+    try:
+        if not wait_until(lambda: len(list(folder.iterdir())) >= 2, 30):
+            pytest.fail("the tasks never started:\n" + (tmp_path / "output.txt").read_text())
+        workers = {int(p.name.split("-")[0]) for p in folder.iterdir()} - {process.pid}
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the program did not stop within 15 s of Ctrl-C")
+        elapsed = time.monotonic() - started
+        assert "KeyboardInterrupt" in (tmp_path / "output.txt").read_text()
+        assert elapsed < 2.5, f"Ctrl-C took {elapsed:.1f} s: the exit waited for the tasks"
+        assert wait_until(lambda: not any(pid_alive(pid) for pid in workers), 2.0), workers
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in workers:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)

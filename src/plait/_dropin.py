@@ -139,6 +139,13 @@ class _Executor(concurrent.futures.Executor):
 
     shutdown.__doc__ = concurrent.futures.Executor.shutdown.__doc__
 
+    def stop_now(self) -> None:
+        """At exit after a Ctrl-C: queued work dropped, worker processes killed, no thread
+        waited for (plait's workers do not get the signal, unlike the stdlib's processes)."""
+        with self._shutdown_lock:
+            self._shutdown = True
+        self._backend.close(cancel=True, wait=False, cancel_queued=True)
+
     @property
     def _broken(self) -> str | bool:
         """As the stdlib's: False, or why the pool cannot run tasks."""

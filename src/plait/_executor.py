@@ -186,6 +186,10 @@ class Pool(concurrent.futures.Executor):
         """As ``Executor.shutdown``: ``cancel_futures`` cancels what has not started yet."""
         self._close(wait=wait, cancel_queued=cancel_futures, cancel=False)
 
+    def stop_now(self) -> None:
+        """What a Ctrl-C does: queued work dropped, worker processes killed, no thread waited."""
+        self._close(wait=False, cancel_queued=True, cancel=True)
+
     def _close(self, *, wait: bool, cancel_queued: bool, cancel: bool) -> None:
         with self._lock:
             self._shutdown = True

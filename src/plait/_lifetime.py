@@ -7,6 +7,7 @@ submitted to an executor still open when the script ends runs before the interpr
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -20,13 +21,19 @@ _lock = threading.Lock()
 class _Owner(Protocol):
     def shutdown(self, wait: bool = True) -> None: ...
 
+    def stop_now(self) -> None:
+        """Drop queued work, kill worker processes, wait for no thread (Ctrl-C)."""
+        ...
+
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def watch(owner: _Owner, release: Callable[[], None]) -> None:
     """``release()`` (it must not block) runs when ``owner`` is collected; at interpreter exit
-    ``owner.shutdown(wait=True)`` runs if it is still alive."""
+    ``owner.shutdown(wait=True)`` runs if it is still alive, or ``owner.stop_now()`` if the
+    program is ending on a Ctrl-C (its workers do not get the signal: they must not be waited
+    for)."""
     global _registered, _exiting
     finalizer = weakref.finalize(owner, release)
     finalizer.atexit = False  # exit is handled below, while threads can still finish work
@@ -56,10 +63,21 @@ def _at_exit() -> None:
     _exiting = True
     with _lock:
         owners = list(_live)
+    interrupted = _ending_on_ctrl_c()
     for owner in owners:
         try:
-            owner.shutdown(wait=True)
+            if interrupted:
+                owner.stop_now()
+            else:
+                owner.shutdown(wait=True)
         except Exception:  # one pool's failure must not keep the others' work from finishing
             import traceback
 
             traceback.print_exc()
+
+
+def _ending_on_ctrl_c() -> bool:
+    """The program is exiting because of an unhandled KeyboardInterrupt (already printed)."""
+    last = getattr(sys, "last_exc", None)  # 3.12+; sys.last_type before
+    kind = type(last) if last is not None else getattr(sys, "last_type", None)
+    return isinstance(kind, type) and issubclass(kind, KeyboardInterrupt)
