@@ -102,12 +102,17 @@ def reraise_stop(exc: BaseException) -> None:
             raise exc
 
 
+def all_failed(count: int, error: BaseException, elapsed_s: float = 0.0) -> ChunkResult:
+    """A chunk whose every item failed with ``error`` (it did not run, or not to the end)."""
+    return ChunkResult([None] * count, dict.fromkeys(range(count), error), elapsed_s)
+
+
 def timed_out(count: int, timeout_s: float, how: str) -> ChunkResult:
     """A chunk whose every item ran past its timeout."""
     from .._exceptions import TaskTimeout
 
     error = TaskTimeout(f"the task ran longer than its timeout of {timeout_s:g} s; {how}")
-    return ChunkResult([None] * count, dict.fromkeys(range(count), error), timeout_s)
+    return all_failed(count, error, timeout_s)
 
 
 class RunCoroutine:

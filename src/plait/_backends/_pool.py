@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from ._base import ChunkResult, close_thread_runner
+from ._base import ChunkResult, all_failed, close_thread_runner
 
 W = TypeVar("W")
 _pool_ids = itertools.count(1)
@@ -127,8 +127,7 @@ class QueuePool(Generic[W]):
         waiter: asyncio.Future[ChunkResult] = loop.create_future()
         with self._lock:
             if self._broken is not None:  # each task fails with it: one outcome per input
-                failed = dict.fromkeys(range(len(items)), self._broken)
-                return ChunkResult([None] * len(items), failed, 0.0)
+                return all_failed(len(items), self._broken)
             inbox = self._inboxes.get(loop)
             if inbox is None:
                 inbox = self._inboxes[loop] = _Inbox(loop)
@@ -136,7 +135,7 @@ class QueuePool(Generic[W]):
         try:
             return await waiter
         except concurrent.futures.BrokenExecutor as broken:  # queued when the pool broke
-            return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), broken), 0.0)
+            return all_failed(len(items), broken)
 
     def send(
         self,
@@ -205,7 +204,7 @@ class QueuePool(Generic[W]):
                 self._running.abandoned = None  # an idle thread holds no task's future
         except BaseException as exc:  # SystemExit and the like: the task's error, never ours
             error = self._break(exc) if worker is _UNOPENED else exc
-            result = ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), error), 0.0)
+            result = all_failed(len(items), error)
         self._now_idle()  # before the reply, so a caller woken by it finds this thread idle
         reply.put(ticket, result)
         return worker

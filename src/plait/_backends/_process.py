@@ -34,7 +34,7 @@ from typing import Any
 
 from .._exceptions import SerializationError, WorkerCrashed, describe_exit
 from . import START_DIR
-from ._base import ChunkResult, blocking_callable, timed_out
+from ._base import ChunkResult, all_failed, blocking_callable, timed_out
 from ._pool import QueuePool
 from ._process_worker import INIT_FAILED, READY, RESEND, decode_error
 
@@ -297,12 +297,12 @@ class ProcessBackend(QueuePool[_Slot]):
         self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any], timeout_s: float | None
     ) -> ChunkResult:
         if self._broken is not None:
-            return _all_failed(len(items), self._broken)
+            return all_failed(len(items), self._broken)
         try:
             return self._send(slot, handle, items, timeout_s)
         except _StartFailed as failure:
             if self._cancelled:
-                return _all_failed(len(items), failure.error)
+                return all_failed(len(items), failure.error)
             # No restart loop: this pool's workers cannot start. As a thread initializer that
             # fails, it breaks the pool with a BrokenExecutor whose cause is the real error.
             error = failure.error
@@ -310,7 +310,7 @@ class ProcessBackend(QueuePool[_Slot]):
                 error = self._break(error)
             with self._lock:
                 self._broken = self._broken or error
-            return _all_failed(len(items), error)
+            return all_failed(len(items), error)
         except (WorkerCrashed, _Unreadable) as failure:
             if len(items) == 1 or self._cancelled:
                 error = (
@@ -321,7 +321,7 @@ class ProcessBackend(QueuePool[_Slot]):
                         "return plain data"
                     )
                 )
-                return _all_failed(len(items), error)
+                return all_failed(len(items), error)
             # Re-run one by one, so that only the item at fault fails.
             parts = [self._run_isolated(slot, handle, [item], timeout_s) for item in items]
             return _concat(parts)
@@ -358,13 +358,9 @@ class ProcessBackend(QueuePool[_Slot]):
                 self._replace(slot)
             if self.abandoned():  # nobody reads this result: its run was stopped
                 stopped = WorkerCrashed("the run was stopped: its worker was killed")
-                return _all_failed(count, stopped)
+                return all_failed(count, stopped)
             return timed_out(count, timeout_s or 0.0, "its worker process was killed and replaced")
         return result
-
-
-def _all_failed(count: int, error: BaseException) -> ChunkResult:
-    return ChunkResult([None] * count, dict.fromkeys(range(count), error), 0.0)
 
 
 def _dumps_function(fn: Callable[..., Any], what: str) -> bytes:

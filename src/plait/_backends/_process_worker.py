@@ -25,7 +25,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .._exceptions import SerializationError
-from ._base import ChunkResult, blocking_callable, run_chunk
+from ._base import ChunkResult, all_failed, blocking_callable, run_chunk
 
 _MAX_CACHED_FUNCTIONS = 64
 READY = b"ready"  # the worker's first message: started, initializer run
@@ -135,7 +135,7 @@ def _watch_parent(lifeline_fd: int) -> None:
 
 def _failed_chunk(n: int, message: str, exc: BaseException) -> ChunkResult:
     error = SerializationError(f"{message}: {type(exc).__name__}: {exc}")
-    return ChunkResult([None] * n, dict.fromkeys(range(n), error), 0.0)
+    return all_failed(n, error)
 
 
 class _Functions:
