@@ -93,22 +93,26 @@ def test_results_stream_while_the_input_waits(backend: str) -> None:
     assert list(stream) == [6]
 
 
-def _fail_fast_or_wait(item: tuple[int, threading.Event]) -> int:
-    index, event = item
+def _fail_fast_or_wait(item: tuple[int, threading.Event, threading.Event]) -> int:
+    """Item 1 starts and waits for ``release``; item 0 fails once item 1 is running."""
+    index, running, release = item
     if index == 0:
+        running.wait(WAIT_S)
         raise ValueError("first fails")
-    event.wait(WAIT_S)
+    running.set()
+    release.wait(WAIT_S)
     return index
 
 
 @pytest.mark.timeout(60)
 def test_a_failed_map_waiting_for_its_running_task_does_not_delay_another_map() -> None:
-    release = threading.Event()
-    items = [(0, release), (1, release)]
+    running, release = threading.Event(), threading.Event()
+    items = [(0, running, release), (1, running, release)]
     failing, box = _in_thread(
         lambda: plait.map(_fail_fast_or_wait, items, backend="thread", workers=2, chunksize=1)
     )
-    time.sleep(0.05)  # let it fail and start closing (joins its running thread)
+    assert running.wait(WAIT_S)
+    time.sleep(0.05)  # let item 0 fail and the run start closing (joins its running thread)
     assert plait.map(abs, range(-10, 0), backend="thread") == list(range(10, 0, -1))
     assert failing.is_alive()  # still waiting for its task: the other map did not wait for it
     release.set()
