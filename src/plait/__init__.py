@@ -20,6 +20,11 @@ from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._executor import Pool as Pool
 from ._outcome import Outcome as Outcome
+from ._taskgroup import TaskGroup as TaskGroup
+from ._tasks import TaskHandle as TaskHandle
+from ._tasks import cancelled as cancelled
+from ._tasks import every as every
+from ._tasks import spawn as spawn
 
 if _typing.TYPE_CHECKING:  # loaded on first use, see __getattr__
     from ._exceptions import WorkerCrashed as WorkerCrashed
@@ -34,13 +39,18 @@ __all__ = [
     "Pool",
     "ProcessPoolExecutor",
     "SerializationError",
+    "TaskGroup",
+    "TaskHandle",
     "TaskTimeout",
     "ThreadPoolExecutor",
     "WorkerCrashed",
     "amap",
+    "cancelled",
+    "every",
     "explain",
     "imap",
     "map",
+    "spawn",
 ]
 
 for _name in __all__:
