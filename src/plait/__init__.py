@@ -10,7 +10,6 @@ import typing as _typing
 from ._api import amap as amap
 from ._api import imap as imap
 from ._api import map as map
-from ._auto import explain as explain
 from ._decision import Decision as Decision
 from ._dropin import ProcessPoolExecutor as ProcessPoolExecutor
 from ._dropin import ThreadPoolExecutor as ThreadPoolExecutor
@@ -20,6 +19,10 @@ from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._executor import Pool as Pool
 from ._outcome import Outcome as Outcome
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import StageOutcome as StageOutcome
+from ._pipeline import explain as explain
+from ._pipeline import pipeline as pipeline
 from ._taskgroup import TaskGroup as TaskGroup
 from ._tasks import TaskHandle as TaskHandle
 from ._tasks import cancelled as cancelled
@@ -35,10 +38,12 @@ __all__ = [
     "BackendUnavailable",
     "Decision",
     "Outcome",
+    "Pipeline",
     "PlaitError",
     "Pool",
     "ProcessPoolExecutor",
     "SerializationError",
+    "StageOutcome",
     "TaskGroup",
     "TaskHandle",
     "TaskTimeout",
@@ -50,6 +55,7 @@ __all__ = [
     "explain",
     "imap",
     "map",
+    "pipeline",
     "spawn",
 ]
 
