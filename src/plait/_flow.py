@@ -261,8 +261,9 @@ async def run_stage(
         results = await asyncio.shield(setup)
         started = True
         async for outcome in results:
-            for envelope in _envelopes(index, step, keep.pop(outcome.index), outcome):
-                _count(bar, envelope)
+            before = keep.pop(outcome.index)
+            _count(bar, index, before, outcome)
+            for envelope in _envelopes(index, step, before, outcome):
                 if isinstance(envelope, Failure) and control.errors == "raise":
                     control.fail(envelope.error)
                 yield envelope
@@ -291,8 +292,10 @@ def _envelopes(index: int, step: Step, before: Envelope, outcome: Any) -> list[E
     return [Item(before.origins, outcome.value, outcome.attempts)]
 
 
-def _count(bar: NoProgress | Bar, envelope: Envelope) -> None:
-    bar.update(1, failed=1 if isinstance(envelope, Failure) else 0)
+def _count(bar: NoProgress | Bar, index: int, before: Envelope, outcome: Any) -> None:
+    """One item through this stage; one that failed earlier only passed by: not counted."""
+    if isinstance(before, Item):
+        bar.update(1, failed=0 if outcome.error is None else 1)
 
 
 def _in_thread(make: Callable[[], Any]) -> asyncio.Future[Any]:

@@ -189,9 +189,13 @@ def _same(value: Any) -> Any:
 def _labels(steps: Iterable[Step]) -> list[str]:
     labels = []
     for position, step in enumerate(steps):
-        what = str(step.size) if step.fn is None else getattr(step.fn, "__name__", "fn")
+        what = str(step.size) if step.fn is None else _name(step.fn)
         labels.append(f"{position}: {step.kind}({what})")
     return labels
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__name__", None) or type(fn).__name__)
 
 
 def _shown(envelope: Envelope, errors: str) -> list[Any]:
