@@ -359,3 +359,13 @@ def test_property_with_a_process_stage(fails: frozenset[int], stop_after: int) -
     assert [o.index for o in outcomes] == list(range(min(stop_after, 12)))
     assert all((o.stage == 0) == (o.index in fails) for o in outcomes)
     assert wait_until(lambda: children() <= kids, 5)
+
+
+def test_an_input_that_fails_fails_the_flow() -> None:
+    def numbers() -> Iterator[int]:
+        yield from range(5)
+        raise OSError("the input broke")
+
+    flow = plait.pipeline(numbers()).map(plus_one, backend="thread").map(plus_one)
+    with pytest.raises(OSError, match="the input broke"):
+        flow.run()

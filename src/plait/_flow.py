@@ -15,7 +15,6 @@ and each stage, as it closes, closes its input and then the stage before it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._backends._base import is_async_callable
+from ._handoff import END, Handoff, Raised
 from ._progress import Bar, NoProgress, progress
 
-_END = object()
+_HOP_SIZE = 64  # envelopes read ahead of the next stage, on top of its own window
 _SETUP_WAIT_S = 5.0  # a stopped flow waits this long for a stage still sampling its input
 
 
@@ -122,55 +122,41 @@ class Control:
 
 class _Hop:
     """A plain iterator over an async stream on ``loop``, for the next stage's run to pull (from
-    its sampler or input reader thread, never from the loop itself)."""
+    its sampler or input reader thread, never from the loop itself). A task on the loop reads
+    the stream into a small bounded hand-off, so a pull costs a lock, not a loop round trip."""
 
     def __init__(self, stream: AsyncIterator[Envelope], loop: asyncio.AbstractEventLoop) -> None:
         self._stream = stream
-        self._loop = loop
-        self._closed = False
-        self._task: asyncio.Task[Any] | None = None
+        self._handoff = Handoff(_HOP_SIZE)
+        self._task = loop.create_task(self._pump())
 
     def __iter__(self) -> _Hop:
         return self
 
     def __next__(self) -> Envelope:
-        if self._closed:
-            raise StopIteration
-        try:
-            pending = asyncio.run_coroutine_threadsafe(self._pull(), self._loop)
-        except RuntimeError:  # the loop is gone: the flow has stopped
-            raise StopIteration from None
-        while True:
-            try:
-                got = pending.result(timeout=0.2)
-                break
-            except TimeoutError:
-                if self._closed:  # the loop may never run the pull now
-                    pending.cancel()
-                    raise StopIteration from None
-            except concurrent.futures.CancelledError:
-                raise StopIteration from None
-        if got is _END:
-            self._closed = True
+        got = self._handoff.get(alive=lambda: not self._task.done())
+        if got is END:
             raise StopIteration
         return got  # type: ignore[no-any-return]
 
-    async def _pull(self) -> Any:
-        if self._closed:
-            return _END
-        self._task = asyncio.current_task()
+    async def _pump(self) -> None:
         try:
-            return await anext(self._stream, _END)
+            async for envelope in self._stream:
+                await self._handoff.put(envelope)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            await self._handoff.put(Raised(exc), last=True)
         finally:
-            self._task = None
+            await self._handoff.put(END, last=True)
 
     async def close(self) -> None:
-        """No more pulls; one under way is cancelled (that closes the stream it awaited)."""
-        self._closed = True
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        """No more pulls; the read under way is cancelled (that closes the stream it awaited)."""
+        self._handoff.close()
+        if not self._task.done():
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await _aclose(self._stream)
 
 
 def numbered(items: Any) -> Iterator[Envelope]:

@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import operator
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._flow import Control, Envelope, Item, Step, build
+from ._handoff import END, Handoff, Raised
 from ._options import check_callable, check_iterable, options
 from ._outcome import Outcome
 from ._results import ERROR_MODES
@@ -249,9 +249,7 @@ class _SyncReader:
     through a bounded buffer."""
 
     def __init__(self, items: Any, steps: list[Step], labels: list[str], control: Control):
-        self._buffer: deque[Any] = deque()
-        self._ready = threading.Condition()
-        self._room: asyncio.Event | None = None
+        self._handoff = Handoff(_HANDOFF)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = threading.Event()
@@ -265,7 +263,6 @@ class _SyncReader:
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._room = asyncio.Event()
         self._task = asyncio.current_task()
         self._started.set()
         try:
@@ -273,30 +270,16 @@ class _SyncReader:
         except asyncio.CancelledError:
             pass  # the reader stopped the flow: it waits for nobody
         except BaseException as exc:
-            await self._put(_Done(exc))
+            await self._handoff.put(Raised(exc), last=True)
 
     async def _put(self, item: Any) -> None:
-        assert self._room is not None
-        while True:
-            with self._ready:
-                if len(self._buffer) < _HANDOFF or isinstance(item, _Done):
-                    self._buffer.append(item)
-                    self._ready.notify()
-                    return
-                self._room.clear()
-            await self._room.wait()
+        await self._handoff.put(item, last=isinstance(item, _Done))
 
     def get(self) -> Envelope | None:
         """The next envelope, None at the end; raises the flow's error."""
-        with self._ready:
-            while not self._buffer:
-                if not self._thread.is_alive():
-                    raise RuntimeError("the pipeline's loop thread ended without a result")
-                self._ready.wait(0.5)
-            was_full = len(self._buffer) >= _HANDOFF
-            got = self._buffer.popleft()
-        if was_full and self._loop is not None and self._room is not None:
-            self._loop.call_soon_threadsafe(self._room.set)
+        got = self._handoff.get(alive=self._thread.is_alive)
+        if got is END:
+            raise RuntimeError("the pipeline's loop thread ended without a result")
         if isinstance(got, _Done):
             if got.error is not None:
                 raise got.error
