@@ -396,3 +396,14 @@ def test_an_input_that_fails_fails_the_flow() -> None:
     flow = plait.pipeline(numbers()).map(plus_one, backend="thread").map(plus_one)
     with pytest.raises(OSError, match="the input broke"):
         flow.run()
+
+
+def test_demo_pipeline_scenario_runs_both_ways() -> None:
+    pytest.importorskip("aiohttp")
+    from plait import _demo
+
+    scenario = _demo.pipelines(_demo.Sizes(urls=160, repeats=1))
+    assert [row.backend for row in scenario.rows] == ["pipeline", "map"]
+    assert all(row.seconds and row.seconds > 0 for row in scenario.rows)
+    report = _demo.report([scenario], _demo.QUICK)
+    assert "Pipelines" in report and "plait.pipeline: the stages overlap" in report
