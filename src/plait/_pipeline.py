@@ -19,19 +19,13 @@ import operator
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from ._flow import Control, Envelope, Item, Step, build
 from ._handoff import END, Handoff, Raised
 from ._options import check_callable, check_iterable, options
 from ._outcome import Outcome
 from ._results import ERROR_MODES
-
-if TYPE_CHECKING:
-    from typing import Unpack
-
-    from ._decision import Decision
-    from ._options import RunOptions
 
 T = TypeVar("T")
 
@@ -340,23 +334,3 @@ def explain_flow(flow: Pipeline) -> FlowPlan:
         plans.append(StagePlan(label, decision.backend, decision.workers, decision.reason))
     return plans
 
-
-_NO_ITEMS: Any = object()
-
-
-@overload
-def explain(flow: Pipeline, /) -> FlowPlan: ...
-@overload
-def explain(fn: Callable[..., Any], items: Any, /, **opts: Unpack[RunOptions]) -> Decision: ...
-def explain(fn: Any, items: Any = _NO_ITEMS, /, **opts: Any) -> Decision | FlowPlan:
-    """What ``plait.map(fn, items, **opts)`` would choose, and why; or, for a pipeline,
-    ``plait.explain(flow)``, each stage's backend, workers and why (nothing is run)."""
-    if isinstance(fn, Pipeline):
-        if items is not _NO_ITEMS or opts:
-            raise TypeError("plait.explain(flow) takes the flow alone")
-        return explain_flow(fn)
-    if items is _NO_ITEMS:
-        raise TypeError("plait.explain(fn, items, **options) needs the items (or a pipeline)")
-    from . import _auto
-
-    return _auto.explain(fn, items, **opts)
