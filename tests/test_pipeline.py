@@ -407,3 +407,18 @@ def test_demo_pipeline_scenario_runs_both_ways() -> None:
     assert all(row.seconds and row.seconds > 0 for row in scenario.rows)
     report = _demo.report([scenario], _demo.QUICK)
     assert "Pipelines" in report and "plait.pipeline: the stages overlap" in report
+
+
+def test_auto_decides_on_the_stages_own_calls() -> None:
+    """Stage 1 gets its input from stage 0, yet backend="auto" still samples its own calls:
+    microsecond calls run inline (in the sampling thread, then on the flow's loop), not on
+    the threads plait picks for an input it cannot sample."""
+    where: list[str] = []
+
+    def tiny(x: int) -> int:
+        where.append(threading.current_thread().name)
+        return x + 1
+
+    flow = plait.pipeline(range(300)).map(slow_double, backend="thread").map(tiny)
+    assert flow.run() == [2 * x + 1 for x in range(300)]
+    assert set(where) <= {"plait-stage-setup", "plait-pipeline"}, set(where)
