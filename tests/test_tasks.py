@@ -294,7 +294,8 @@ def test_task_group_first_failure_cancels_the_rest(tmp_path: Path) -> None:
     with pytest.raises(ExceptionGroup) as caught, plait.TaskGroup() as group:
         sleeper = group.spawn(write_pid_and_sleep, str(pid_file), 60, backend="process")
         spinner = group.spawn(spin_until_cancelled, started, backend="thread")
-        assert wait_until(pid_file.exists, 20) and started.wait(10)
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), 20)
+        assert started.wait(10)
         group.spawn(boom, "first")
     assert time.monotonic() - begun < 30
     assert [str(e) for e in caught.value.exceptions] == ["first"]

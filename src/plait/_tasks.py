@@ -97,6 +97,7 @@ class TaskHandle(concurrent.futures.Future[Any]):
         self.on_exit = on_exit
         self.token = threading.Event()
         self.finished = threading.Event()  # the driver is done: the workers are released
+        self.pool: Any = None  # the task's own one-worker Pool (thread and process backends)
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -125,6 +126,8 @@ class TaskHandle(concurrent.futures.Future[Any]):
 
     def _stop(self) -> None:
         self.token.set()
+        if self.pool is not None:
+            self.pool.stop_now()  # process workers are killed now; no thread is waited for
         with self._lock:
             task, loop = self._task, self._loop
         if task is not None and loop is not None:
@@ -198,9 +201,10 @@ def spawn(
     handle = TaskHandle(name or f"{getattr(fn, '__name__', 'task')}-{next(_numbers)}", on_exit)
     chosen = pick_backend(fn, options.pop("backend"))
     call = make_call(fn, args, kwargs, chosen, handle.token)
+    handle.pool = task_pool(chosen, on_exit, handle.finished)
     # The run is planned here, in the caller's thread: at interpreter exit a driver thread
     # could no longer import a backend's modules.
-    start(handle, _outcome(_plan_call(call, {"backend": chosen, **options})))
+    start(handle, _outcome(_plan_call(call, chosen, options, handle.pool)))
     return handle
 
 
@@ -214,11 +218,46 @@ def _check(fn: Callable[..., Any], backend: str, on_exit: str, **policies: Any) 
     return {"backend": backend, **policies}
 
 
-def _plan_call(call: _Call, options: dict[str, Any]) -> Any:
-    """One call as a one-item ``plait.amap`` run (not started yet)."""
+def _plan_call(call: _Call, backend: str, options: dict[str, Any], pool: Any) -> Any:
+    """One call as a one-item ``amap`` run (not started yet): on the task's pool, or, for
+    asyncio and inline, on the driver's own loop."""
+    if pool is not None:
+        return pool.amap(call, [None], errors="collect", **options)
     from ._api import amap
 
-    return amap(call, [None], errors="collect", workers=1, **options)
+    opts = {"errors": "collect", "workers": 1, "backend": backend, **options}
+    return amap(call, [None], **opts)
+
+
+def _noop() -> None:
+    pass
+
+
+def task_pool(backend: str, on_exit: OnExit, finished: threading.Event) -> Any:
+    """A one-worker pool for a thread or process task, its worker started now, from the
+    caller's thread (from 3.12 no thread can start once the interpreter exits, and a task
+    spawned just before the end must still run)."""
+    if backend not in ("thread", "process"):
+        return None
+    from ._executor import Pool
+    from ._lifetime import exiting
+
+    class TaskPool(Pool):
+        """At exit plait shuts its pools down (waiting for their work) or stops them (Ctrl-C):
+        this one follows its task's ``on_exit``, and waits for the task itself (its run may
+        not have reached the pool yet); the task's driver closes it."""
+
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            if not exiting():
+                super().shutdown(wait, cancel_futures=cancel_futures)
+            elif on_exit == "cancel":
+                self.stop_now()
+            else:
+                finished.wait()
+
+    pool = TaskPool(backend, workers=1)
+    pool.submit(_noop)
+    return pool
 
 
 async def _outcome(results: Any) -> Any:
@@ -256,7 +295,21 @@ def _drive(handle: TaskHandle, work: Any) -> None:
         else:
             handle.settle(value, None)
     finally:
+        _release(handle)
         _forget(handle)
+
+
+_CANCEL_GRACE_S = 0.5  # a cancelled thread task gets this long to notice plait.cancelled()
+
+
+def _release(handle: TaskHandle) -> None:
+    """Its pool's workers, joined here on the driver thread (no new thread is needed)."""
+    if handle.pool is None:
+        return
+    if handle.cancelled():
+        handle.pool._close(wait=_CANCEL_GRACE_S, cancel_queued=True, cancel=True)
+    else:
+        handle.pool._close(wait=True, cancel_queued=False, cancel=False)
 
 
 async def _bound(handle: TaskHandle, work: Any) -> Any:
@@ -332,12 +385,14 @@ def every(
                         "cancel")
     chosen = pick_backend(fn, options.pop("backend"))
     call = make_call(fn, args, kwargs, chosen, handle.token)
-    start(handle, _ticks(handle, seconds, call, {"backend": chosen, **options}, clock))
+    handle.pool = task_pool(chosen, "cancel", handle.finished)
+    start(handle, _ticks(handle, seconds, call, chosen, options, clock))
     return handle
 
 
 async def _ticks(
-    handle: TaskHandle, seconds: float, call: _Call, options: dict[str, Any], clock: Any
+    handle: TaskHandle, seconds: float, call: _Call, backend: str, options: dict[str, Any],
+    clock: Any,
 ) -> None:
     from ._clock import REAL_CLOCK
 
@@ -345,7 +400,7 @@ async def _ticks(
     due = clock.now()
     while True:
         try:
-            await _outcome(_plan_call(call, options))
+            await _outcome(_plan_call(call, backend, options, handle.pool))
         except Exception:  # a failed tick is reported; the schedule goes on
             _logger.exception("plait: a tick of %r failed", handle.name)
         due = max(due + seconds, clock.now())  # late: the next tick starts now, never two
