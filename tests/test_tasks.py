@@ -420,3 +420,14 @@ def test_every_refuses_a_bad_period() -> None:
     for bad in (0, -1, float("inf"), float("nan")):
         with pytest.raises(ValueError):
             plait.every(bad, double, 1)
+
+
+def test_every_on_processes_reuses_one_worker_and_stops_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="plait"):
+        handle = plait.every(0.01, os.getpid, backend="process", name="pids")
+        time.sleep(1.0)
+        handle.cancel()
+        assert handle.finished.wait(10)
+    assert "pids" not in caplog.text  # cancelling is not a failed tick

@@ -402,6 +402,8 @@ async def _ticks(
         try:
             await _outcome(_plan_call(call, backend, options, handle.pool))
         except Exception:  # a failed tick is reported; the schedule goes on
+            if handle.token.is_set():
+                return  # cancelled meanwhile (its pool is already stopped): not a failure
             _logger.exception("plait: a tick of %r failed", handle.name)
         due = max(due + seconds, clock.now())  # late: the next tick starts now, never two
         await clock.sleep(due - clock.now())
