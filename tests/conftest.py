@@ -29,6 +29,7 @@ if TESTS_DIR not in sys.path:
 BACKENDS = NAMES  # every registered backend runs the conformance suite
 LOOP_THREAD = "plait-loop"
 LEAK_GRACE_S = 1.0
+SESSION_CHILDREN: set[int] = set()  # started once for the session (the Dask cluster): not leaks
 
 
 # --- processes and threads, read from the system -------------------------------------------
@@ -105,7 +106,7 @@ def leaks(before_threads: set[threading.Thread], before_children: set[int]) -> l
     threads = (pool_threads() | non_daemon_threads()) - before_threads
     if threads:
         found.append(f"threads left running: {sorted(t.name for t in threads)}")
-    kids = children() - before_children
+    kids = children() - before_children - SESSION_CHILDREN
     if kids:
         described = {pid: process_state(pid) for pid in sorted(kids)}
         found.append(f"child processes left (pid: state): {described}")
@@ -141,6 +142,8 @@ def no_leaks() -> Iterator[None]:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "dask":  # runs on the session's real cluster (tests/_dask_cluster.py)
+        request.getfixturevalue("dask_cluster")
     return str(request.param)
 
 
@@ -159,3 +162,6 @@ def server() -> Iterator[Server]:
 
     with Server() as running:
         yield running
+
+
+from _dask_cluster import dask_cluster  # noqa: E402, F401 - the session's Dask cluster fixture
