@@ -70,14 +70,21 @@ class DaskBackend:
             return all_failed(len(items), _stopped())
         reply = await self._submit(handle, payload, timeout_s)
         if isinstance(reply, bytes):
-            values, errors, elapsed = decode(reply)
-            return ChunkResult(values, errors, elapsed)
+            try:
+                return ChunkResult(*decode(reply))
+            except Exception as exc:
+                reply = _Unreadable(
+                    f"the task's result cannot be unpickled here ({type(exc).__name__}: {exc}); "
+                    "return plain data"
+                )
         if reply is None:
             return timed_out(len(items), timeout_s or 0.0, _ABANDONED)
-        if len(items) > 1 and isinstance(reply, WorkerCrashed) and not self._cancelled:
+        if len(items) > 1 and isinstance(reply, _SPLIT) and not self._cancelled:
             # Rerun one by one, so that only the item that kills its workers fails.
             parts = [await self.run(handle, [item], timeout_s) for item in items]
             return _concat(parts)
+        if isinstance(reply, _Unreadable):
+            reply = SerializationError(str(reply))
         return all_failed(len(items), reply)
 
     async def _submit(
@@ -130,6 +137,11 @@ class DaskBackend:
             self.client.cancel(running)
 
 
+class _Unreadable(SerializationError):
+    """A chunk's reply that cannot be unpickled here: rerun item by item to find the culprit."""
+
+
+_SPLIT = (WorkerCrashed, _Unreadable)  # a chunk that failed as a whole: find the item at fault
 _ABANDONED = "Dask cannot stop a running task: plait released it, the worker drops its result"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 from typing import Any
 
@@ -120,20 +121,49 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def describe(client: Any) -> str:
-    """One line for ``explain``: the scheduler's address, its workers and the dashboard."""
-    info = client.scheduler_info()
-    workers = info.get("workers", {})
-    threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
-    line = f"Dask cluster at {client.scheduler.address}: {len(workers)} workers, {threads} threads"
-    link = getattr(client, "dashboard_link", None)
-    return f"{line}, dashboard {link}" if link else line
+def summary(address: str | None = None, client: Any = None) -> tuple[int, str]:
+    """For ``explain``: the cluster's threads, and a line naming its address, workers and
+    dashboard (this connects to it, or starts the embedded one, as a run would)."""
+    client = connect(address, client)
+    nthreads: dict[str, int] = client.nthreads()
+    threads = max(1, sum(nthreads.values()))
+    line = (
+        f"Dask cluster at {client.scheduler.address}: {len(nthreads)} workers, "
+        f"{threads} threads"
+    )
+    link = _dashboard(client)
+    return threads, f"{line}, dashboard {link}" if link else line
+
+
+def _dashboard(client: Any) -> str | None:
+    try:
+        link = client.dashboard_link
+    except Exception:  # no dashboard (started with --no-dashboard, or bokeh missing)
+        return None
+    return str(link) if link else None
+
+
+def available() -> str | None:
+    """What ``explain`` says under backend="auto" when a cluster is at hand; None if none is.
+    Cheap: it imports no Dask module that the program has not imported already."""
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if "dask" in sys.modules:
+        address = configured_address() or address
+    if address is None and "distributed" in sys.modules:
+        client = active_client()
+        address = None if client is None else str(client.scheduler.address)
+    if address is None:
+        return None
+    return (
+        f'A Dask cluster is configured at {address}: backend="dask" runs there '
+        "(auto never sends work to a cluster by itself)."
+    )
 
 
 def total_threads(client: Any) -> int:
     """How many tasks the cluster runs at once now (waiting a little for a first worker)."""
-    workers = client.scheduler_info().get("workers", {})
-    if not workers:
+    nthreads: dict[str, int] = client.nthreads()
+    if not nthreads:
         client.wait_for_workers(1, timeout=30)
-        workers = client.scheduler_info().get("workers", {})
-    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+        nthreads = client.nthreads()
+    return max(1, sum(nthreads.values()))
