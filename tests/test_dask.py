@@ -226,6 +226,30 @@ def test_auto_says_a_configured_cluster_is_available(dask_cluster: DaskCluster) 
     assert 'backend="dask"' in decision.reason and dask_cluster.address in decision.reason
 
 
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_plait_map_on_the_cluster_with_address(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    (tmp_path / "tasks_here.py").write_text("def triple(x):\n    return 3 * x\n")
+    (tmp_path / "in.jsonl").write_text("".join(f"{i}\n" for i in range(20)))
+    env = subprocess_env()
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "plait", "map", "tasks_here:triple", "in.jsonl", *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=40,
+        )
+
+    # The module lives only here, not on the workers: it goes by value.
+    done = cli("--backend", "dask", "--address", dask_cluster.address, "--explain")
+    assert done.returncode == 0, done.stderr
+    assert [int(line) for line in done.stdout.split()] == [3 * i for i in range(20)]
+    assert dask_cluster.address in done.stderr
+    refused = cli("--address", dask_cluster.address)
+    assert refused.returncode == 2 and "--backend dask" in refused.stderr
+
+
 # --- the embedded cluster, and no distributed --------------------------------------------
 
 

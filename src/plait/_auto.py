@@ -320,9 +320,10 @@ def decide(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> Au
 
 def announce(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> None:
     """``explain=True`` with a named backend: log that choice too (nothing is measured)."""
-    decision = choose(initial_facts(fn, items, opts, length))
+    facts = initial_facts(fn, items, opts, length)
+    decision = choose(facts)
     if isinstance(decision, Decision):
-        log(decision)
+        log(_with_cluster(decision, facts))
 
 
 def log(decision: Decision) -> None:
