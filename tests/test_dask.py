@@ -62,7 +62,7 @@ def test_pool_takes_an_address_or_a_client(dask_cluster: DaskCluster) -> None:
     from distributed import Client
 
     with plait.Pool(backend="dask", address=dask_cluster.address) as pool:
-        assert pool.workers == 2  # the cluster's threads
+        assert pool.workers == 4  # chunks in flight: two per thread of the cluster
         assert pool.map(abs, [-3, 4]) == [3, 4]
         assert pool.submit(T.add, 1, 2, scale=3).result(timeout=30) == 9
     with Client(dask_cluster.address, set_as_default=False) as mine:
@@ -113,6 +113,15 @@ def test_a_timeout_fails_the_task_alone_and_releases_it(dask_cluster: DaskCluste
     assert "Dask cannot stop a running task" in str(outcomes[1].error)
     # Released: the scheduler forgets it, though its worker thread still sleeps.
     assert wait_until(lambda: not _plait_keys(dask_cluster.address), 10)
+
+
+def test_timed_tasks_do_not_wait_behind_each_other_on_a_worker() -> None:
+    """Two chunks per thread are in flight, but timed ones one per thread: a task's timeout
+    does not count the time it would wait behind another on its worker."""
+    items = [(x, 0.5) for x in range(6)]
+    outcomes = plait.map(D.sleep_then_double, items, backend="dask", timeout=0.9,
+                         errors="collect")
+    assert [o.value for o in outcomes] == [2 * x for x in range(6)], [o.error for o in outcomes]
 
 
 def test_an_argument_that_cannot_be_pickled_fails_alone() -> None:
@@ -215,7 +224,7 @@ def test_a_task_that_kills_every_worker_fails_alone(dask_cluster: DaskCluster) -
 
 def test_explain_names_the_cluster(dask_cluster: DaskCluster) -> None:
     decision = plait.explain(abs, [1], backend="dask")
-    assert decision.backend == "dask" and decision.workers == 2
+    assert decision.backend == "dask" and decision.workers == 4
     assert dask_cluster.address in decision.reason
     assert "2 workers" in decision.reason
 

@@ -301,7 +301,7 @@ def _with_cluster(decision: Decision, facts: Facts) -> Decision:
 
     if decision.backend == "dask":
         threads, line = _dask_cluster.summary()
-        return replace(decision, workers=facts.workers or threads,
+        return replace(decision, workers=facts.workers or _dask_cluster.in_flight(threads),
                        reason=f"{decision.reason} {line}.")
     hint = _dask_cluster.available()
     return replace(decision, reason=f"{decision.reason} {hint}") if hint else decision

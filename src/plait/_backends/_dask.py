@@ -24,12 +24,13 @@ import itertools
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._exceptions import SerializationError, WorkerCrashed
 from ._base import ChunkResult, all_failed, blocking_callable, timed_out
-from ._dask_cluster import connect, total_threads
+from ._dask_cluster import connect, in_flight, total_threads
 from ._dask_task import decode, dumps, run_remote
 
 _run_ids = itertools.count(1)
@@ -43,7 +44,11 @@ class DaskBackend:
         self, workers: int | None, *, address: str | None = None, client: Any = None
     ) -> None:
         self.client = connect(address, client)
-        self.workers = workers or total_threads(self.client)
+        self.threads = total_threads(self.client)
+        self.workers = workers or in_flight(self.threads)  # chunks on the cluster at once
+        self._timed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._running: set[Any] = set()  # Dask futures of chunks not yet back
         self._cancelled = False
@@ -68,7 +73,11 @@ class DaskBackend:
             return await self._run_picklable(handle, items, bad, timeout_s)
         if self._cancelled:
             return all_failed(len(items), _stopped())
-        reply = await self._submit(handle, payload, timeout_s)
+        if timeout_s is None:
+            reply = await self._submit(handle, payload, timeout_s)
+        else:  # at most one per thread, so that a timed task does not wait behind another
+            async with self._timed_slot():
+                reply = await self._submit(handle, payload, timeout_s)
         if isinstance(reply, bytes):
             try:
                 return ChunkResult(*decode(reply))
@@ -86,6 +95,14 @@ class DaskBackend:
         if isinstance(reply, _Unreadable):
             reply = SerializationError(str(reply))
         return all_failed(len(items), reply)
+
+    def _timed_slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            slot = self._timed.get(loop)
+            if slot is None:
+                slot = self._timed[loop] = asyncio.Semaphore(self.threads)
+            return slot
 
     async def _submit(
         self, handle: tuple[str, bytes], payload: bytes, timeout_s: float | None

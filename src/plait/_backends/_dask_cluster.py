@@ -160,6 +160,12 @@ def available() -> str | None:
     )
 
 
+def in_flight(threads: int) -> int:
+    """Chunks plait keeps on the cluster by default: two per worker thread, so that a worker
+    has its next chunk at hand when one ends and does not idle for the round trip."""
+    return 2 * threads
+
+
 def total_threads(client: Any) -> int:
     """How many tasks the cluster runs at once now (waiting a little for a first worker)."""
     nthreads: dict[str, int] = client.nthreads()

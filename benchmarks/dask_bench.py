@@ -1,0 +1,98 @@
+"""backend="dask" side by side with raw Dask and the local process backend, in one run.
+
+    python benchmarks/dask_bench.py [--repeat 3]
+
+Starts a 2-worker cluster (LocalCluster: processes, one thread each) on 127.0.0.1 and measures
+  1. 20,000 tiny items: plait backend="dask" vs raw client.map + gather (goal: >= 10x faster);
+  2. W2, 64 calls of ~12 ms pure-Python CPU: plait dask vs raw client.map vs plait process
+     (goal: within 1.15x of the process backend, never slower than raw client.map);
+  3. the cost of one chunk on the cluster: chunks of one no-op item, one at a time (the round
+     trip) and with the window full (the throughput).
+Each figure is the median of ``--repeat`` runs (after one warm-up run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workloads import calibrate_spin, spin, tiny
+
+import plait
+
+
+def median_s(run: Callable[[], Any], repeat: int) -> float:
+    run()  # warm-up: imports, function caches on the workers, the process pool's start
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        as cluster,
+        Client(cluster, set_as_default=False) as client,
+        plait.Pool(backend="dask", client=client) as pool,
+        plait.Pool(backend="process", workers=2) as processes,
+    ):
+        rows = measure(client, pool, processes, args.repeat)
+    for row in rows:
+        print(row)
+    return 0
+
+
+def measure(client: Any, pool: plait.Pool, processes: plait.Pool, repeat: int) -> list[str]:
+    rows = []
+    n = 20_000
+    items = list(range(n))
+    mine = median_s(lambda: pool.map(tiny, items), repeat)
+    raw = median_s(lambda: client.gather(client.map(tiny, items, pure=False)), repeat)
+    rows.append(
+        f"tiny x {n}: plait dask {mine:.3f} s, raw client.map {raw:.3f} s: "
+        f"{raw / mine:.1f}x faster (goal >= 10x)"
+    )
+
+    loops = calibrate_spin(0.012)
+    work = [loops] * 64
+    mine = median_s(lambda: pool.map(spin, work), repeat)
+    raw = median_s(lambda: client.gather(client.map(spin, work, pure=False)), repeat)
+    warm = median_s(lambda: processes.map(spin, work), repeat)
+    cold = median_s(lambda: plait.map(spin, work, backend="process", workers=2), repeat)
+    serial = median_s(lambda: [spin(x) for x in work[:8]], repeat) * 8
+    rows.append(
+        f"W2 64 x 12 ms on 2 workers: plait dask {mine:.3f} s, raw client.map {raw:.3f} s, "
+        f"plait process {cold:.3f} s (warm Pool {warm:.3f} s), ideal {serial / 2:.3f} s; "
+        f"dask/process {mine / cold:.2f}x (goal <= 1.15x), dask/raw {mine / raw:.2f}x "
+        "(goal <= 1x)"
+    )
+
+    chunks = 400
+    one_by_one = median_s(
+        lambda: plait.map(tiny, range(chunks), backend="dask", workers=1, chunksize=1), repeat
+    )
+    window = median_s(lambda: pool.map(tiny, range(chunks), chunksize=1), repeat)
+    rows.append(
+        f"per chunk: {one_by_one / chunks * 1e6:.0f} us round trip (one at a time), "
+        f"{window / chunks * 1e6:.0f} us each with {pool.workers} in flight"
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
