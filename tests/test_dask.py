@@ -118,10 +118,10 @@ def test_a_timeout_fails_the_task_alone_and_releases_it(dask_cluster: DaskCluste
 def test_timed_tasks_do_not_wait_behind_each_other_on_a_worker() -> None:
     """Two chunks per thread are in flight, but timed ones one per thread: a task's timeout
     does not count the time it would wait behind another on its worker."""
-    items = [(x, 0.5) for x in range(6)]
-    outcomes = plait.map(D.sleep_then_double, items, backend="dask", timeout=0.9,
+    items = [(x, 1.5) for x in range(4)]  # waiting behind another: 3 s, past the timeout
+    outcomes = plait.map(D.sleep_then_double, items, backend="dask", timeout=2.5,
                          errors="collect")
-    assert [o.value for o in outcomes] == [2 * x for x in range(6)], [o.error for o in outcomes]
+    assert [o.value for o in outcomes] == [2 * x for x in range(4)], [o.error for o in outcomes]
 
 
 def test_an_argument_that_cannot_be_pickled_fails_alone() -> None:
