@@ -51,7 +51,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def children(pid: int | None = None) -> set[int]:
-    """The direct children of a process (default: this one), zombies included."""
+    """The direct children of a process (default: this one, less the session's Dask cluster),
+    zombies included."""
+    own = pid is None
     pid = os.getpid() if pid is None else pid
     found: set[int] = set()
     try:
@@ -64,7 +66,7 @@ def children(pid: int | None = None) -> set[int]:
                 found.update(int(p) for p in handle.read().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return found
+    return found - SESSION_CHILDREN if own else found
 
 
 def pool_threads() -> set[threading.Thread]:
@@ -106,7 +108,7 @@ def leaks(before_threads: set[threading.Thread], before_children: set[int]) -> l
     threads = (pool_threads() | non_daemon_threads()) - before_threads
     if threads:
         found.append(f"threads left running: {sorted(t.name for t in threads)}")
-    kids = children() - before_children - SESSION_CHILDREN
+    kids = children() - before_children
     if kids:
         described = {pid: process_state(pid) for pid in sorted(kids)}
         found.append(f"child processes left (pid: state): {described}")

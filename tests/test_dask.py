@@ -113,6 +113,16 @@ def test_a_timeout_fails_the_task_alone_and_releases_it(dask_cluster: DaskCluste
     assert "Dask cannot stop a running task" in str(outcomes[1].error)
     # Released: the scheduler forgets it, though its worker thread still sleeps.
     assert wait_until(lambda: not _plait_keys(dask_cluster.address), 10)
+    # The next tests want every worker free: wait until the abandoned task has ended.
+    assert wait_until(lambda: not _running_on_workers(dask_cluster.address), 10)
+
+
+def _running_on_workers(address: str) -> int:
+    def executing(dask_worker: Any) -> int:
+        return int(dask_worker.state.executing_count)
+
+    counts: dict[str, int] = _dask_cluster.connect(address).run(executing)
+    return sum(counts.values())
 
 
 def test_timed_tasks_do_not_wait_behind_each_other_on_a_worker() -> None:

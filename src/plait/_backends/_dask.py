@@ -176,6 +176,11 @@ async def _outcome(client: Any, future: Any) -> bytes | BaseException:
     from distributed import KilledWorker
 
     try:
+        # Wait for the task first: cancelling a gather that waits leaves Dask's inner task to
+        # fail unseen ("Task exception was never retrieved") once the future is released.
+        state = getattr(future, "_state", None)
+        if state is not None:
+            await state.wait()
         reply: bytes = await client.gather(future, asynchronous=True)
         return reply
     except KilledWorker as exc:
