@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import _dask_tasks as D
+import _policy_tasks as P
 import _tasks as T
 import pytest
 from _dask_cluster import DaskCluster, wait_for_workers, worker_pids
@@ -24,6 +25,7 @@ from conftest import pid_alive, subprocess_env, wait_until
 
 import plait
 from plait._backends import _dask_cluster
+from plait.testing import FakeClock
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("dask_cluster")]
 
@@ -101,6 +103,26 @@ def test_retries_rerun_a_failed_item_on_the_cluster(tmp_path: Path) -> None:
     )
     assert [o.value for o in outcomes] == list(range(6))
     assert [o.attempts for o in outcomes] == [2] * 6
+
+
+def test_rate_and_concurrency_hold_on_the_cluster(tmp_path: Path) -> None:
+    clock = FakeClock()
+    assert plait.map(P.pid_of, range(6), backend="dask", rate="1/s", burst=3, clock=clock)
+    assert clock.now() == pytest.approx(3.0)  # 3 at once, then one per second
+    items = [(str(tmp_path), "a", 0.1) for _ in range(8)]
+    peaks = plait.map(P.running_peak, items, backend="dask", chunksize=1, concurrency=1)
+    assert max(everyone for _, everyone in peaks) == 1  # 2 workers, 4 chunks in flight: capped
+
+
+def test_a_deadline_stops_the_run_with_the_results_before_it(dask_cluster: DaskCluster) -> None:
+    got = []
+    items = [(0, 0.01), (1, 0.01), (2, 4.0), (3, 0.01)]
+    with pytest.raises(plait.TaskTimeout, match="deadline"):
+        for value in plait.imap(D.sleep_then_double, items, backend="dask", chunksize=1,
+                                deadline=1.0):
+            got.append(value)
+    assert got == [0, 2]
+    assert wait_until(lambda: not _running_on_workers(dask_cluster.address), 10)
 
 
 def test_a_timeout_fails_the_task_alone_and_releases_it(dask_cluster: DaskCluster) -> None:
