@@ -29,6 +29,7 @@ if TESTS_DIR not in sys.path:
 BACKENDS = NAMES  # every registered backend runs the conformance suite
 LOOP_THREAD = "plait-loop"
 LEAK_GRACE_S = 1.0
+SESSION_CHILDREN: set[int] = set()  # started once for the session (the Dask cluster): not leaks
 
 
 # --- processes and threads, read from the system -------------------------------------------
@@ -50,7 +51,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def children(pid: int | None = None) -> set[int]:
-    """The direct children of a process (default: this one), zombies included."""
+    """The direct children of a process (default: this one, less the session's Dask cluster),
+    zombies included."""
+    own = pid is None
     pid = os.getpid() if pid is None else pid
     found: set[int] = set()
     try:
@@ -63,7 +66,7 @@ def children(pid: int | None = None) -> set[int]:
                 found.update(int(p) for p in handle.read().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return found
+    return found - SESSION_CHILDREN if own else found
 
 
 def pool_threads() -> set[threading.Thread]:
@@ -141,6 +144,8 @@ def no_leaks() -> Iterator[None]:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "dask":  # runs on the session's real cluster (tests/_dask_cluster.py)
+        request.getfixturevalue("dask_cluster")
     return str(request.param)
 
 
@@ -159,3 +164,6 @@ def server() -> Iterator[Server]:
 
     with Server() as running:
         yield running
+
+
+from _dask_cluster import dask_cluster  # noqa: E402, F401 - the session's Dask cluster fixture

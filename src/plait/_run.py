@@ -86,7 +86,10 @@ def _backends_with(capability: str) -> str:
     return "backend=" + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0])
 
 
-def create_backend(name: str, workers: int | None, options: Options) -> Backend:
+def create_backend(
+    name: str, workers: int | None, options: Options, **backend_options: Any
+) -> Backend:
+    """``backend_options``: what only this backend takes (dask: ``address=``, ``client=``)."""
     setup = {
         key: value
         for key, value in (
@@ -102,7 +105,7 @@ def create_backend(name: str, workers: int | None, options: Options) -> Backend:
         raise ValueError(
             f"max_tasks_per_worker recycles worker processes: use {_backends_with('recycles')}"
         )
-    return _backends.create(name, workers, **setup)
+    return _backends.create(name, workers, **setup, **backend_options)
 
 
 def _policies(options: Options) -> Policies:
