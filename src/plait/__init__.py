@@ -19,6 +19,7 @@ from ._exceptions import PlaitError as PlaitError
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._executor import Pool as Pool
+from ._lifetime import shutdown as shutdown
 from ._outcome import Outcome as Outcome
 
 if _typing.TYPE_CHECKING:  # loaded on first use, see __getattr__
@@ -41,6 +42,7 @@ __all__ = [
     "explain",
     "imap",
     "map",
+    "shutdown",
 ]
 
 for _name in __all__:
