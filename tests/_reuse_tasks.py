@@ -45,11 +45,11 @@ def record_then_die(item: tuple[int, str]) -> int:
 
 def record_then_fail(item: tuple[int, str]) -> int:
     """Item 0 records its pid and sleeps; item 1 waits for that, then raises: the run stops
-    while item 0's worker is busy."""
+    while item 0's worker is busy (a run that raises lets running tasks end: 1.5 s)."""
     index, folder = item
     if index == 0:
         Path(folder, str(os.getpid())).touch()
-        time.sleep(30)
+        time.sleep(1.5)
     if index == 1:
         deadline = time.monotonic() + 20
         while not any(Path(folder).iterdir()) and time.monotonic() < deadline:

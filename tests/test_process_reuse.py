@@ -54,7 +54,7 @@ def test_idle_workers_exit_after_the_idle_timeout(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0.3")
     pids = workers_of(R.slow_pid)
     assert pids == _reuse.idle_pids()
-    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 3)  # the default is 5 s
     assert not _reuse.idle_pids()
     assert wait_until(lambda: IDLE_REAPER not in {t.name for t in threading.enumerate()}, 5)
 
