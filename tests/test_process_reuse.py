@@ -79,8 +79,13 @@ def test_shutdown_releases_the_workers_and_the_template() -> None:
 def test_a_worker_that_timed_out_is_not_reused(tmp_path: Path) -> None:
     items = [(i, str(tmp_path)) for i in range(6)]
     outcomes = plait.map(
-        R.record_then_sleep, items, backend="process", workers=2, chunksize=1,
-        timeout=0.5, errors="collect",
+        R.record_then_sleep,
+        items,
+        backend="process",
+        workers=2,
+        chunksize=1,
+        timeout=0.5,
+        errors="collect",
     )
     assert isinstance(outcomes[0].error, plait.TaskTimeout)
     killed = recorded(tmp_path)
@@ -154,7 +159,9 @@ def _run_script(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], list[
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
     process = subprocess.Popen(
-        [sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True,
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        text=True,
         env=subprocess_env(),
     )
     assert process.stdout is not None

@@ -30,8 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import SerializationError, WorkerCrashed, describe_exit
 from . import _reuse, _template
@@ -50,6 +49,9 @@ from ._wire import (
     dumps,
     encode_call,
 )
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 _fn_ids = itertools.count(1)
 _ABANDON_CHECK_S = 0.05  # how often a running chunk checks that its run still wants it
@@ -100,7 +102,9 @@ class WorkerProcess:
         finally:
             child_sock.close()
             os.close(lifeline_r)
-        self.conn = Connection(parent_sock.detach())
+        from multiprocessing.connection import Connection  # here: after the template's start
+
+        self.conn: Connection = Connection(parent_sock.detach())
         self.known: OrderedDict[int, None] = OrderedDict()  # the worker's function cache
         self.ready = False
         self._stopped = False
@@ -266,6 +270,7 @@ class ProcessBackend(QueuePool[_Slot]):
         self._live: set[WorkerProcess] = set()
         self._spawn_lock = threading.Lock()  # a cancel sees every worker started before it
         self._by_value = False  # arguments go with cloudpickle (they named the user's __main__)
+        _template.prestart()  # boots while this run pickles its function and starts its threads
 
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
         return FunctionHandle(next(_fn_ids), _dumps_function(blocking_callable(fn), "function"))

@@ -158,17 +158,31 @@ def available() -> bool:
     )
 
 
-def start_worker(conn_fd: int, lifeline_r: int) -> Forked | None:
-    """A worker forked from the template (started now if needed), or None: spawn one instead."""
-    global _template, _failures
-    if not available():
-        return None
+def prestart() -> None:
+    """Start the template now if it is not running, without waiting for it: it boots while
+    the caller prepares its run (pickles the function, starts threads)."""
+    if available():
+        _running()
+
+
+def _running() -> Template | None:
+    global _template
     with _lock:
         if _failures >= _MAX_FAILURES:
             return None
         if _template is None or _template.popen.poll() is not None:
             _template = Template()
-        template = _template
+        return _template
+
+
+def start_worker(conn_fd: int, lifeline_r: int) -> Forked | None:
+    """A worker forked from the template (started now if needed), or None: spawn one instead."""
+    global _template, _failures
+    if not available():
+        return None
+    template = _running()
+    if template is None:
+        return None
     try:
         return template.fork(conn_fd, lifeline_r)
     except (OSError, EOFError):
@@ -265,8 +279,14 @@ class _Server:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in (self.request.fileno(), self.lifeline, self.wake_r, self.wake_w,
-                       status_fd, *self.status.values()):
+            for fd in (
+                self.request.fileno(),
+                self.lifeline,
+                self.wake_r,
+                self.wake_w,
+                status_fd,
+                *self.status.values(),
+            ):
                 os.close(fd)
             os.setsid()  # its own group: a timeout kills it and what its task started
             from ._process_worker import run
