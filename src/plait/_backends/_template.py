@@ -187,8 +187,8 @@ def start_worker(conn_fd: int, lifeline_r: int) -> Forked | None:
         return template.fork(conn_fd, lifeline_r)
     except (OSError, EOFError):
         with _lock:
-            _failures += 1
-            if _template is template:
+            if _template is template:  # it failed (not stopped by plait.shutdown meanwhile)
+                _failures += 1
                 _template = None
         template.stop()
         return start_worker(conn_fd, lifeline_r)
