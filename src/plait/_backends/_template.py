@@ -17,6 +17,7 @@ interpreters (``start_worker`` returns None).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import select
@@ -216,6 +217,7 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+atexit.register(stop)  # it would go with its lifeline anyway; this reaps it
 
 
 # --- the template's side -------------------------------------------------------------------
