@@ -194,3 +194,16 @@ def test_no_worker_or_template_survives_the_parent_sigkill(tmp_path: Path) -> No
         process.wait()
         assert process.stdout is not None
         process.stdout.close()
+
+
+def test_a_killed_template_is_replaced_and_its_workers_still_serve() -> None:
+    first = workers_of(R.slow_pid)
+    template = _template.pid()
+    assert template is not None
+    os.kill(template, signal.SIGKILL)
+    assert wait_until(lambda: _template.pid() != template, 5)
+    assert workers_of(R.slow_pid) == first  # idle, orphaned, still reused
+    plait.shutdown()
+    assert wait_until(lambda: not any(pid_alive(p) for p in first), 5)
+    assert len(workers_of(R.slow_pid)) == 2  # from a new template
+    assert _template.pid() not in (None, template)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 from typing import Protocol
@@ -132,9 +133,13 @@ _exiting = False
 
 
 def _at_exit() -> None:
+    """Idle workers leave first (they flush what their tasks printed), then the template."""
     global _exiting
     _exiting = True
     release()
+    template = sys.modules.get("plait._backends._template")
+    if template is not None:
+        template.stop()
 
 
 atexit.register(_at_exit)

@@ -17,7 +17,6 @@ interpreters (``start_worker`` returns None).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import select
@@ -27,6 +26,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
@@ -49,6 +49,8 @@ class Forked:
     def poll(self) -> int | None:
         if self.returncode is None and _readable(self._status_fd, 0.0):
             self._read_status()
+            if self.returncode is None and not _exists(self.pid):
+                self.returncode = 0
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -56,8 +58,18 @@ class Forked:
             if not _readable(self._status_fd, timeout):
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
             self._read_status()
+        if self.returncode is None:  # orphaned: init reaps it, /proc tells when
+            self._wait_orphan(timeout)
         assert self.returncode is not None
         return self.returncode
+
+    def _wait_orphan(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while _exists(self.pid):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            time.sleep(0.005)
+        self.returncode = 0  # its exit code went with the template
 
     def _read_status(self) -> None:
         with self._lock:
@@ -72,16 +84,22 @@ class Forked:
             os.close(fd)
         if len(data) == _PID.size:
             (self.returncode,) = _PID.unpack(data)
-            return
-        # The template died before this worker: nobody can reap it now; end its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.returncode = -signal.SIGKILL
+        # Else the template left before this worker (plait.shutdown, or it was killed): the
+        # worker, now a child of init, still runs; wait() watches /proc for its end.
 
     def __del__(self) -> None:
         if self._status_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._status_fd)
+
+
+def _exists(pid: int) -> bool:
+    """The process runs (a zombie, dead and waiting to be reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def _readable(fd: int | None, timeout: float | None) -> bool:
@@ -171,7 +189,10 @@ def _running() -> Template | None:
     with _lock:
         if _failures >= _MAX_FAILURES:
             return None
-        if _template is None or _template.popen.poll() is not None:
+        if _template is not None and _template.popen.poll() is not None:
+            _template.stop()  # killed from outside: release its socket and lifeline
+            _template = None
+        if _template is None:
             _template = Template()
         return _template
 
@@ -217,7 +238,6 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-atexit.register(stop)  # it would go with its lifeline anyway; this reaps it
 
 
 # --- the template's side -------------------------------------------------------------------
