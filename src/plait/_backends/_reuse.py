@@ -20,8 +20,11 @@ import threading
 import time
 from typing import Protocol
 
-# Forking a worker from the template costs ~3-6 ms; an idle worker costs its memory (~15 MB).
-# A few seconds covers the gaps between the calls of a loop or a script's steps.
+# Measured on a 2-core machine (docs/api.md): a map of 2 tiny tasks on 2 workers takes ~1 ms
+# with shared workers, ~4-15 ms when each call forks its workers from the template, ~80-130 ms
+# when each spawns interpreters; an idle worker holds ~13 MB RSS (~9 MB of it its own). Missing
+# the timeout costs only a fork, so it can be short: 5 s covers the gaps between the calls of a
+# loop or a script's steps, and a program that stops calling frees its workers soon after.
 DEFAULT_IDLE_TIMEOUT_S = 5.0
 _ENV = "PLAIT_IDLE_TIMEOUT"
 
