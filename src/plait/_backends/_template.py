@@ -31,6 +31,9 @@ from typing import Any
 
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
 _PID = struct.Struct("!i")
+_ANSWER_S = 30.0  # the template's start (a loaded machine) and one fork take far less
+_WAIT_SLICE_S = 0.05  # how often a wait checks that the worker still exists
+_REPORT_S = 1.0  # a worker dead this long without its status: the template will not report it
 
 
 # --- the parent's side ---------------------------------------------------------------------
@@ -54,17 +57,27 @@ class Forked:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            if not _readable(self._status_fd, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        gone_since: float | None = None
+        while self.returncode is None and self._status_fd is not None:
+            left = _WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            if _readable(self._status_fd, max(0.0, min(left, _WAIT_SLICE_S))):
+                self._read_status()
+                break
+            if not _exists(self.pid):  # dead, yet the template has not said so: stuck?
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since > _REPORT_S:
+                    self.returncode = -signal.SIGKILL  # unknown: nobody reported it
+                    break
+            if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
-            self._read_status()
         if self.returncode is None:  # orphaned: init reaps it, /proc tells when
-            self._wait_orphan(timeout)
+            self._wait_orphan(None if deadline is None else deadline - time.monotonic())
         assert self.returncode is not None
         return self.returncode
 
     def _wait_orphan(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while _exists(self.pid):
             if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
@@ -125,6 +138,9 @@ class Template:
         child_sock.close()
         os.close(lifeline_r)
         self._sock = parent_sock
+        # A template that does not answer (stopped, stuck) must not hang the run: past this,
+        # the request fails and the worker is spawned instead.
+        self._sock.settimeout(_ANSWER_S)
         self._lock = threading.Lock()  # one request at a time
 
     def fork(self, conn_fd: int, lifeline_r: int) -> Forked:
