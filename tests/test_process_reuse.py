@@ -207,3 +207,13 @@ def test_a_killed_template_is_replaced_and_its_workers_still_serve() -> None:
     assert wait_until(lambda: not any(pid_alive(p) for p in first), 5)
     assert len(workers_of(R.slow_pid)) == 2  # from a new template
     assert _template.pid() not in (None, template)
+
+
+def test_many_calls_with_new_functions_run_on_the_same_workers() -> None:
+    first = workers_of(R.slow_pid)
+    for n in range(70):  # more functions than a worker caches (64)
+        assert plait.map(lambda x, n=n: x + n, [1, 2], backend="process", workers=2) == [
+            1 + n,
+            2 + n,
+        ]
+    assert workers_of(R.slow_pid) == first
