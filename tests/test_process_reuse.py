@@ -217,3 +217,13 @@ def test_many_calls_with_new_functions_run_on_the_same_workers() -> None:
             2 + n,
         ]
     assert workers_of(R.slow_pid) == first
+
+
+def test_a_function_the_worker_evicted_is_sent_again() -> None:
+    """A worker caches 64 functions; Pool.submit keeps one handle per function, so the 1st
+    function comes back after the worker dropped it: the parent mirrors the cache and resends."""
+    functions = [lambda x, n=n: x + n for n in range(70)]
+    with plait.Pool(backend="process", workers=1) as pool:
+        for n, fn in enumerate(functions):
+            assert pool.submit(fn, 1).result(timeout=30) == 1 + n
+        assert pool.submit(functions[0], 1).result(timeout=30) == 1
