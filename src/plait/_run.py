@@ -106,6 +106,10 @@ def create_backend(
         raise ValueError(
             f"max_tasks_per_worker recycles worker processes: use {_backends_with('recycles')}"
         )
+    if name == "process":
+        from ._backends import _template
+
+        _template.prestart()  # it boots while the process backend's modules load
     if shared and name == "process" and not setup:
         return _backends.create(name, workers, shared=True)
     return _backends.create(name, workers, **setup)
