@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from plait._backends import NAMES
+from plait._backends import NAMES, _reuse, _template
 
 if TYPE_CHECKING:
     from http_server import Server
@@ -30,6 +30,7 @@ BACKENDS = NAMES  # every registered backend runs the conformance suite
 LOOP_THREAD = "plait-loop"
 LEAK_GRACE_S = 1.0
 SESSION_CHILDREN: set[int] = set()  # started once for the session (the Dask cluster): not leaks
+IDLE_REAPER = "plait-idle-workers"  # ends the shared idle workers; gone with plait.shutdown()
 
 
 # --- processes and threads, read from the system -------------------------------------------
@@ -52,9 +53,18 @@ def pid_alive(pid: int) -> bool:
 
 def children(pid: int | None = None) -> set[int]:
     """The direct children of a process (default: this one, less the session's Dask cluster),
-    zombies included."""
-    own = pid is None
-    pid = os.getpid() if pid is None else pid
+    zombies included. plait's template process (it forks the process workers) stands for its
+    children: the workers count as ours."""
+    if pid is None:
+        template = _template.pid()
+        found = direct_children(os.getpid())
+        if template in found:
+            found = (found - {template}) | direct_children(template)
+        return found - SESSION_CHILDREN
+    return direct_children(pid)
+
+
+def direct_children(pid: int) -> set[int]:
     found: set[int] = set()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -66,7 +76,7 @@ def children(pid: int | None = None) -> set[int]:
                 found.update(int(p) for p in handle.read().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return found - SESSION_CHILDREN if own else found
+    return found
 
 
 def pool_threads() -> set[threading.Thread]:
@@ -106,9 +116,10 @@ def leaks(before_threads: set[threading.Thread], before_children: set[int]) -> l
     """What was left behind since the snapshot, described for an assertion message."""
     found = []
     threads = (pool_threads() | non_daemon_threads()) - before_threads
+    threads = {t for t in threads if t.name != IDLE_REAPER}
     if threads:
         found.append(f"threads left running: {sorted(t.name for t in threads)}")
-    kids = children() - before_children
+    kids = children() - before_children - _reuse.idle_pids()  # plait.map's shared idle workers
     if kids:
         described = {pid: process_state(pid) for pid in sorted(kids)}
         found.append(f"child processes left (pid: state): {described}")
@@ -130,6 +141,7 @@ def no_leaks() -> Iterator[None]:
     before_children = children()
     yield
     gc.collect()  # objects that warn when collected (unclosed loops, sockets) warn in this test
+    _reuse.release()  # plait.map's shared idle workers are allowed; each test starts without
     wait_until(lambda: not leaks(before_threads, before_children), LEAK_GRACE_S)
     problems = leaks(before_threads, before_children)
     if problems:
