@@ -398,8 +398,17 @@ class _Closer:
                 self._waiters.append((loop, waiter))
             else:
                 waiter.set_result(None)
-        await asyncio.shield(waiter)
+        cancelled = False
+        while not waiter.done():
+            try:
+                await asyncio.shield(waiter)
+            except asyncio.CancelledError:
+                # e.g. asyncio.run cancelling the abandoned generator's aclose() at exit: finish
+                # closing first (bounded by the close's grace period), so nothing is left running
+                cancelled = True
         thread.join()  # it has finished its work: this returns at once
+        if cancelled:
+            raise asyncio.CancelledError
 
     def on_scheduler_done(self, task: asyncio.Task[None]) -> None:
         """The loop cancelled the run without closing the generator (it was dropped)."""
