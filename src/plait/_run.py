@@ -344,6 +344,7 @@ async def _async_with_head(plan: Plan, entries: AsyncIterable[Entry]) -> AsyncIt
 
 _ABANDON = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
 _ABANDON_GRACE_S = 0.5  # how long a Ctrl-C waits for running threads to notice
+_SHUTDOWN_JOIN_S = 5.0  # a cancelled close kills processes and waits _ABANDON_GRACE_S for threads
 
 
 def _close(backend: Backend, interrupted: BaseException | None) -> None:
@@ -415,7 +416,9 @@ class _Closer:
         if not task.cancelled():
             return
         if isinstance(self._backend, QueuePool):
-            self.start(asyncio.CancelledError())
+            # Only a loop shutting down (asyncio.run cancelling what is left) gets here: the
+            # generator's own aclose() may never run, so wait for the close here, boundedly.
+            self.start(asyncio.CancelledError()).join(_SHUTDOWN_JOIN_S)
         else:
             _close(self._backend, asyncio.CancelledError())
 
