@@ -1,0 +1,233 @@
+"""Backend promises that the mutation run of the stable backends (``./dev mutants
+backends-core``) found untested: default worker counts, the timeout messages, abandoned timed-out
+threads, and what a pool does with chunks still queued when it breaks or is shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import BrokenExecutor, CancelledError
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import subprocess_env, wait_until
+
+import plait
+from plait import _backends
+from plait._backends import REGISTRY
+
+pytestmark = pytest.mark.timeout(30)
+
+WAIT_S = 20  # how long an event may take before the test calls it a hang
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_default_workers_are_the_documented_ones() -> None:
+    assert REGISTRY["process"].default_workers() == len(os.sched_getaffinity(0))  # one per core
+    assert REGISTRY["thread"].default_workers() == 32
+    assert REGISTRY["asyncio"].default_workers() == 100
+    assert REGISTRY["inline"].default_workers() == 1
+    with plait.Pool(backend="thread") as pool:
+        assert pool.workers == 32
+
+
+def test_usable_cores_fall_back_to_the_os_count_where_affinity_is_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not Linux: no sched_getaffinity. os.cpu_count() may also say None (unknown): then one.
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert _backends.cpu_count() == os.cpu_count()
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert _backends.cpu_count() == 1
+
+
+def test_advise_tries_the_inline_backend_once_with_its_one_worker() -> None:
+    assert {REGISTRY["inline"].grid(cores) for cores in (1, 2, 64)} == {(1,)}
+
+
+def test_plait_imports_in_a_working_directory_that_was_deleted(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = (
+        "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+        "import plait, plait._backends as b; print(b.START_DIR); "
+        "print(plait.map(abs, [-1, -2], backend='thread'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(gone)], env=subprocess_env(), capture_output=True,
+        text=True, timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == [os.path.abspath(os.sep), "[1, 2]"]
+
+
+# --- timeouts ---------------------------------------------------------------------------------
+
+
+def test_asyncio_timeout_message_says_the_task_was_cancelled() -> None:
+    async def hang(x: int) -> int:
+        await asyncio.sleep(60)
+        return x
+
+    [outcome] = plait.map(hang, [0], backend="asyncio", timeout=0.2, errors="collect")
+    assert isinstance(outcome.error, plait.TaskTimeout)
+    assert str(outcome.error) == (
+        "the task ran longer than its timeout of 0.2 s; it was cancelled"
+    )
+
+
+_ABANDON = """
+import threading, plait
+
+def task(x):
+    if x == 1:
+        threading.Event().wait()  # never returns: the thread must not hold up the exit
+    return threading.current_thread().name
+
+first, second = plait.map(task, [0, 1], backend="thread", workers=2, timeout=1, errors="collect")
+print(first.value)
+print(second.error)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_timed_out_thread_task_is_abandoned_and_does_not_hold_up_the_exit() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_ABANDON)], env=subprocess_env(),
+        capture_output=True, text=True, timeout=20,  # the exit would wait forever for it
+    )
+    assert done.returncode == 0, done.stderr
+    name, error = done.stdout.strip().split("\n")
+    assert name.startswith("plait-")  # a task under a timeout runs on a plait thread
+    assert error == (
+        "the task ran longer than its timeout of 1 s; "
+        "a thread cannot be killed, so it was abandoned and may still be running"
+    )
+
+
+# --- chunks still queued when a pool breaks or shuts down --------------------------------------
+# Every wait below is bounded and every helper thread is a daemon: a pool that loses a queued
+# chunk must fail the test, not hang it.
+
+
+class InitBroke(Exception):
+    pass
+
+
+def _queued(pool: plait.Pool, count: int) -> bool:
+    """Synchronisation only: ``count`` chunks wait in the pool's queue (no thread free)."""
+    return bool(pool._backend._tasks.qsize() == count)  # type: ignore[attr-defined]
+
+
+def _threads(pool: plait.Pool) -> int:
+    prefix = pool._backend.thread_prefix  # type: ignore[attr-defined]
+    return sum(t.name.startswith(prefix) for t in threading.enumerate())
+
+
+def _in_thread(call: Any, got: dict[str, Any], name: str) -> threading.Thread:
+    def run() -> None:
+        try:
+            got[name] = call()
+        except BaseException as exc:  # what the caller gets is what the test checks
+            got[name] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _ended(*threads: threading.Thread) -> bool:
+    for thread in threads:
+        thread.join(WAIT_S)
+    return not any(thread.is_alive() for thread in threads)
+
+
+def test_a_map_queued_when_the_pool_breaks_fails_with_that_pools_error() -> None:
+    gate = threading.Event()
+
+    def init() -> None:
+        gate.wait(WAIT_S)
+        raise InitBroke("no database")
+
+    got: dict[str, Any] = {}
+    pool = plait.Pool(backend="thread", workers=1, initializer=init)
+    first = _in_thread(lambda: pool.map(abs, [1]), got, "first")  # opens the worker: blocks
+    assert wait_until(lambda: _threads(pool) == 1 and _queued(pool, 0), WAIT_S)
+    second = _in_thread(lambda: pool.map(abs, [2]), got, "second")
+    assert wait_until(lambda: _queued(pool, 1), WAIT_S)
+    gate.set()
+    assert _ended(first, second, _in_thread(pool.shutdown, got, "shutdown"))
+    for name in ("first", "second"):
+        error = got[name]
+        assert type(error) is BrokenExecutor, (name, error)
+        assert str(error) == (
+            "a worker of this pool failed to start (InitBroke: no database); "
+            "the pool cannot run tasks"
+        )
+        assert isinstance(error.__cause__, InitBroke)
+
+
+def test_submits_queued_when_the_pool_breaks_fail_with_that_pools_error() -> None:
+    gate = threading.Event()
+
+    def init() -> None:
+        gate.wait(WAIT_S)
+        raise InitBroke("no database")
+
+    pool = plait.Pool(backend="thread", workers=1, initializer=init)
+    futures = [pool.submit(abs, -i) for i in range(3)]  # one opens the worker, two wait
+    gate.set()
+    errors = [f.exception(timeout=WAIT_S) for f in futures]
+    assert _ended(_in_thread(pool.shutdown, {}, "shutdown"))
+    assert all(type(e) is BrokenExecutor for e in errors), errors
+    assert all(isinstance(e.__cause__, InitBroke) for e in errors if e is not None)
+
+
+def test_shutdown_cancel_futures_cancels_a_map_queued_behind_a_running_one() -> None:
+    gate = threading.Event()
+
+    def block(x: int) -> int:
+        gate.wait(WAIT_S)
+        return x
+
+    got: dict[str, Any] = {}
+    pool = plait.Pool(backend="thread", workers=1)
+    first = _in_thread(lambda: pool.map(block, [1]), got, "first")
+    assert wait_until(lambda: _threads(pool) == 1 and _queued(pool, 0), WAIT_S)
+    second = _in_thread(lambda: pool.map(abs, [2]), got, "second")
+    assert wait_until(lambda: _queued(pool, 1), WAIT_S)
+    closer = _in_thread(lambda: pool.shutdown(cancel_futures=True), got, "shutdown")
+    assert _ended(second)  # before the running chunk ends
+    assert type(got["second"]) is CancelledError  # the stdlib's, an Exception
+    gate.set()
+    assert _ended(first, closer)
+    assert got["first"] == [1]  # the running chunk finished
+
+
+def test_a_second_shutdown_that_cancels_still_lets_every_thread_end() -> None:
+    # shutdown(wait=False) queues one stop signal per thread; a later shutdown that cancels
+    # the queued work must leave those signals in the queue, or the threads never end.
+    gate = threading.Event()
+
+    def block(x: int) -> int:
+        gate.wait(WAIT_S)
+        return x
+
+    pool = plait.Pool(backend="thread", workers=2)
+    running = [pool.submit(block, i) for i in range(2)]
+    queued = pool.submit(block, 2)
+    assert wait_until(lambda: _queued(pool, 1), WAIT_S)
+    pool.shutdown(wait=False)
+    closer = _in_thread(lambda: pool.shutdown(cancel_futures=True), {}, "shutdown")
+    assert wait_until(queued.cancelled, WAIT_S)
+    gate.set()
+    assert _ended(closer)  # it joined both threads
+    assert [f.result(timeout=WAIT_S) for f in running] == [0, 1]
+    assert _threads(pool) == 0
