@@ -199,7 +199,7 @@ def test_shutdown_cancel_futures_cancels_a_map_queued_behind_a_running_one() -> 
 
     got: dict[str, Any] = {}
     pool = plait.Pool(backend="thread", workers=1)
-    first = _in_thread(lambda: pool.map(block, [1]), got, "first")
+    first = _in_thread(lambda: pool.map(block, [1, 2], chunksize=1), got, "first")
     assert wait_until(lambda: _threads(pool) == 1 and _queued(pool, 0), WAIT_S)
     second = _in_thread(lambda: pool.map(abs, [2]), got, "second")
     assert wait_until(lambda: _queued(pool, 1), WAIT_S)
@@ -208,7 +208,9 @@ def test_shutdown_cancel_futures_cancels_a_map_queued_behind_a_running_one() -> 
     assert type(got["second"]) is CancelledError  # the stdlib's, an Exception
     gate.set()
     assert _ended(first, closer)
-    assert got["first"] == [1]  # the running chunk finished
+    # the running chunk finished; the map's next chunk was refused: the pool is shut down
+    assert type(got["first"]) is RuntimeError
+    assert str(got["first"]) == "this plait pool is shut down; create a new one"
 
 
 def test_a_second_shutdown_that_cancels_still_lets_every_thread_end() -> None:
@@ -231,3 +233,41 @@ def test_a_second_shutdown_that_cancels_still_lets_every_thread_end() -> None:
     assert _ended(closer)  # it joined both threads
     assert [f.result(timeout=WAIT_S) for f in running] == [0, 1]
     assert _threads(pool) == 0
+
+
+def test_a_broken_pool_refuses_new_work_with_a_fresh_copy_of_its_error() -> None:
+    def init() -> None:
+        raise InitBroke("no database")
+
+    pool = plait.Pool(backend="thread", workers=1, initializer=init)
+    first = pool.submit(abs, -1).exception(timeout=WAIT_S)
+    with pytest.raises(BrokenExecutor) as refused:
+        pool.submit(abs, -2)
+    assert refused.value is not first and refused.value.args == first.args  # type: ignore[union-attr]
+    assert isinstance(refused.value.__cause__, InitBroke)
+    with pytest.raises(BrokenExecutor, match="failed to start"):
+        pool.map(abs, [1])
+    assert _ended(_in_thread(pool.shutdown, {}, "shutdown"))
+
+
+def test_work_one_task_at_a_time_runs_on_one_thread() -> None:
+    # Threads start only when no thread is idle: a task submitted after the last one ended
+    # reuses its thread.
+    with plait.Pool(backend="thread", workers=4) as pool:
+        names = {pool.submit(_thread_name).result(timeout=WAIT_S) for _ in range(6)}
+        assert len(names) == 1 and _threads(pool) == 1
+
+
+def test_a_burst_after_idle_time_runs_every_task_at_once() -> None:
+    # After a first task the pool has one idle thread; a burst of `workers` tasks that wait for
+    # each other must still get one thread each.
+    workers = 3
+    barrier = threading.Barrier(workers, timeout=WAIT_S)
+    with plait.Pool(backend="thread", workers=workers) as pool:
+        pool.submit(abs, -1).result(timeout=WAIT_S)
+        futures = [pool.submit(barrier.wait) for _ in range(workers)]
+        assert sorted(f.result(timeout=WAIT_S) for f in futures) == list(range(workers))
+
+
+def _thread_name() -> str:
+    return threading.current_thread().name
