@@ -271,3 +271,29 @@ def test_a_burst_after_idle_time_runs_every_task_at_once() -> None:
 
 def _thread_name() -> str:
     return threading.current_thread().name
+
+
+# --- coroutine functions on threads -----------------------------------------------------------
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def test_a_thread_runs_coroutine_functions_on_one_loop_of_its_own_closed_when_it_ends() -> None:
+    pool = plait.Pool(backend="thread", workers=1)
+    loops = [pool.submit(_running_loop).result(timeout=WAIT_S) for _ in range(3)]
+    loops += pool.map(_running_loop_of, range(3), chunksize=1)
+    assert len({id(loop) for loop in loops}) == 1  # one loop per thread, reused
+    assert not loops[0].is_closed()
+    pool.shutdown()
+    assert loops[0].is_closed()  # closed with its thread, not left to the garbage collector
+
+
+def test_a_timed_task_closes_the_loop_of_its_helper_thread() -> None:
+    [loop] = plait.map(_running_loop_of, [0], backend="thread", timeout=WAIT_S)
+    assert wait_until(loop.is_closed, WAIT_S)
+
+
+async def _running_loop_of(_: int) -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
