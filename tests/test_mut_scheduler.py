@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import _tasks as T
 import pytest
@@ -37,7 +38,7 @@ def key_exits_on_three(item: int) -> int:
 def test_an_error_from_limit_key_for_one_item_reaches_the_caller_as_it_is(backend: str) -> None:
     # One item's callback fails outside its task: that one error (not a wrapper, not another
     # worker's) ends the run.
-    fn = abs if backend == "thread" else T.asquare
+    fn: Any = abs if backend == "thread" else T.asquare
     with pytest.raises(KeyBroke, match="no key for 3"):
         plait.map(
             fn, range(6), backend=backend, workers=2, concurrency=1, limit_key=key_fails_on_three
