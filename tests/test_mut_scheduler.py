@@ -35,7 +35,7 @@ def key_exits_on_three(item: int) -> int:
 
 
 @pytest.mark.parametrize("backend", ["thread", "asyncio"])
-def test_an_error_from_limit_key_for_one_item_reaches_the_caller_as_it_is(backend: str) -> None:
+def test_an_error_from_limit_key_for_one_item_reaches_the_caller_as_it_is(backend: Any) -> None:
     # One item's callback fails outside its task: that one error (not a wrapper, not another
     # worker's) ends the run.
     fn: Any = abs if backend == "thread" else T.asquare
