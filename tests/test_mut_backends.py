@@ -297,3 +297,18 @@ def test_a_timed_task_closes_the_loop_of_its_helper_thread() -> None:
 
 async def _running_loop_of(_: int) -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
+
+
+def test_a_task_can_shut_down_its_own_pool_and_the_other_threads_are_joined() -> None:
+    gate = threading.Event()
+    pool = plait.Pool(backend="thread", workers=2)
+    other = pool.submit(gate.wait, WAIT_S)
+
+    def shut_down() -> str:
+        gate.set()
+        pool.shutdown(wait=True)  # joins the other thread, not its own (that would raise)
+        return "shut down"
+
+    assert pool.submit(shut_down).result(timeout=WAIT_S) == "shut down"
+    assert other.result(timeout=WAIT_S) is True
+    assert wait_until(lambda: _threads(pool) == 0, WAIT_S)
