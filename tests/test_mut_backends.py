@@ -312,3 +312,50 @@ def test_a_task_can_shut_down_its_own_pool_and_the_other_threads_are_joined() ->
     assert pool.submit(shut_down).result(timeout=WAIT_S) == "shut down"
     assert other.result(timeout=WAIT_S) is True
     assert wait_until(lambda: _threads(pool) == 0, WAIT_S)
+
+
+_INTERRUPTED = """
+import threading, plait
+pool = plait.Pool(backend="thread", workers=1)
+started = threading.Event()
+pool.submit(lambda: (started.set(), threading.Event().wait()))  # never returns
+started.wait(20)
+raise KeyboardInterrupt  # as a Ctrl-C would: the exit must not wait for the running task
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_exit_by_ctrl_c_does_not_wait_for_a_running_pool_thread() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED], env=subprocess_env(), capture_output=True,
+        text=True, timeout=WAIT_S,
+    )
+    assert "KeyboardInterrupt" in done.stderr and done.returncode != 0
+
+
+def test_a_pool_outlives_a_caller_whose_loop_closed_while_its_chunk_ran() -> None:
+    # amap on a Pool, left while its chunk still runs on a pool thread; the caller's loop is
+    # closed when the result comes back. The thread drops that result and serves on.
+    gate = threading.Event()
+    started = threading.Event()
+
+    def block(x: int) -> int:
+        started.set()
+        gate.wait(WAIT_S)
+        return x
+
+    async def leave_early(pool: plait.Pool) -> None:
+        stream = pool.amap(block, [1])
+        waiting = asyncio.ensure_future(anext(stream))  # type: ignore[arg-type]
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+
+    pool = plait.Pool(backend="thread", workers=1)
+    try:
+        asyncio.run(leave_early(pool))
+        gate.set()  # the result now goes back to a closed loop
+        assert pool.submit(abs, -3).result(timeout=WAIT_S) == 3
+    finally:
+        gate.set()
+        assert _ended(_in_thread(pool.shutdown, {}, "shutdown"))
