@@ -346,7 +346,7 @@ def test_a_pool_outlives_a_caller_whose_loop_closed_while_its_chunk_ran() -> Non
 
     async def leave_early(pool: plait.Pool) -> None:
         stream = pool.amap(block, [1])
-        waiting = asyncio.ensure_future(anext(stream))  # type: ignore[arg-type]
+        waiting = asyncio.ensure_future(anext(stream))
         while not started.is_set():
             await asyncio.sleep(0.01)
         waiting.cancel()
