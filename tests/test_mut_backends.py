@@ -358,3 +358,43 @@ def test_a_pool_outlives_a_caller_whose_loop_closed_while_its_chunk_ran() -> Non
     finally:
         gate.set()
         assert _ended(_in_thread(pool.shutdown, {}, "shutdown"))
+
+
+def test_idle_threads_are_counted_one_by_one() -> None:
+    # Two threads that ended their tasks are both idle: a second burst of two starts none.
+    workers = 4
+    with plait.Pool(backend="thread", workers=workers) as pool:
+        for _ in range(2):
+            barrier = threading.Barrier(2, timeout=WAIT_S)
+            futures = [pool.submit(barrier.wait) for _ in range(2)]
+            assert sorted(f.result(timeout=WAIT_S) for f in futures) == [0, 1]
+        assert _threads(pool) == 2
+
+
+def test_cancelling_an_amap_does_not_wait_for_a_thread_that_cannot_be_stopped() -> None:
+    # A running thread cannot be killed: a cancelled amap waits for it only a short grace
+    # period, then gives the caller control back while it runs on.
+    gate = threading.Event()
+    started = threading.Event()
+
+    def block(x: int) -> int:
+        started.set()
+        gate.wait(WAIT_S)
+        return x
+
+    async def main() -> bool:
+        async def consume() -> None:
+            async for _ in plait.amap(block, [1], backend="thread", workers=1):
+                pass
+
+        task = asyncio.create_task(consume())
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=WAIT_S / 2)  # a bound, not a measurement
+        return task in done
+
+    try:
+        assert asyncio.run(main())
+    finally:
+        gate.set()
