@@ -398,3 +398,28 @@ def test_cancelling_an_amap_does_not_wait_for_a_thread_that_cannot_be_stopped() 
         assert asyncio.run(main())
     finally:
         gate.set()
+
+
+def test_an_unreferenced_pool_still_runs_the_work_queued_to_it() -> None:
+    import gc
+
+    gate = threading.Event()
+    pool = plait.Pool(backend="thread", workers=1)
+    running = pool.submit(gate.wait, WAIT_S)
+    queued = pool.submit(abs, -2)
+    del pool
+    gc.collect()  # the pool lets its workers go, as the stdlib's executors do: work goes on
+    gate.set()
+    assert running.result(timeout=WAIT_S) is True
+    assert queued.result(timeout=WAIT_S) == 2
+
+
+def test_shutdown_with_wait_waits_for_a_running_task_however_long() -> None:
+    gate = threading.Event()
+    pool = plait.Pool(backend="thread", workers=1)
+    running = pool.submit(gate.wait, WAIT_S)
+    closer = _in_thread(pool.shutdown, {}, "shutdown")
+    closer.join(1.5)  # a lower bound: load can only make the wait longer
+    assert closer.is_alive() and not running.done()
+    gate.set()
+    assert _ended(closer) and running.result(timeout=0) is True
