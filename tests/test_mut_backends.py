@@ -423,3 +423,16 @@ def test_shutdown_with_wait_waits_for_a_running_task_however_long() -> None:
     assert closer.is_alive() and not running.done()
     gate.set()
     assert _ended(closer) and running.result(timeout=0) is True
+
+
+def _interrupt_on_two(x: int) -> int:
+    if x == 2:
+        raise KeyboardInterrupt  # as a Ctrl-C landing in the task would
+    return x
+
+
+def test_a_ctrl_c_in_an_inline_task_stops_the_run_even_when_errors_are_collected() -> None:
+    # The inline backend runs tasks in the main thread: a KeyboardInterrupt there is the
+    # user's Ctrl-C, never one task's outcome.
+    with pytest.raises(KeyboardInterrupt):
+        plait.map(_interrupt_on_two, range(5), backend="inline", errors="collect")
