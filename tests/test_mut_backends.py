@@ -436,3 +436,21 @@ def test_a_ctrl_c_in_an_inline_task_stops_the_run_even_when_errors_are_collected
     # user's Ctrl-C, never one task's outcome.
     with pytest.raises(KeyboardInterrupt):
         plait.map(_interrupt_on_two, range(5), backend="inline", errors="collect")
+
+
+async def _add(offset: int, x: int) -> int:
+    await asyncio.sleep(0)
+    return offset + x
+
+
+class _AsyncCall:
+    async def __call__(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return -x
+
+
+def test_a_partial_or_an_async_call_object_runs_to_completion_on_threads() -> None:
+    import functools
+
+    assert plait.map(functools.partial(_add, 10), range(3), backend="thread") == [10, 11, 12]
+    assert plait.map(_AsyncCall(), range(3), backend="thread") == [0, -1, -2]
