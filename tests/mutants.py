@@ -4,7 +4,9 @@ Each module that carries a promise is mutated on its own, in a scratch copy of t
 (``build/mutants/<module>/``), and only against the test files that exercise it quickly: mutmut
 then runs, for each mutant, only the tests that called the mutated function. A module's run
 ends with its killed / survived / timeout / no-tests counts and its score; ``--list`` shows
-the modules and their tests. Surviving mutants are read with ``mutmut show NAME`` inside that
+the modules and their tests. ``--again`` re-runs only the last run's survivors (and mutants it
+did not reach) against today's tests, keeping the other verdicts: minutes instead of a full run.
+Surviving mutants are read with ``mutmut show NAME`` inside that
 module's folder. See docs/testing.md for the figures and the mutants known to be equivalent.
 """
 
@@ -25,21 +27,35 @@ WORK = ROOT / "build" / "mutants"
 # the module's own unit tests plus the end-to-end tests that check its promises. A survivor
 # costs a run of every selected test that calls the mutated function, so the slow, randomised
 # property test and (where the module does not depend on it) the process backend stay out.
+_CORE = ["__init__.py", "_base.py", "_pool.py", "_thread.py", "_asyncio.py", "_inline.py"]
+
 MODULES: dict[str, tuple[list[str], list[str], str]] = {
     "chunks": (["_chunks.py"], ["test_chunks.py", "test_conformance.py", "test_isolation.py"],
                "not process and not fork"),
-    "scheduler": (["_scheduler.py"], ["test_conformance.py", "test_policies.py", "test_escapes.py"],
-                  "not process and not exactly_one"),
+    "scheduler": (
+        ["_scheduler.py"],
+        ["test_conformance.py", "test_policies.py", "test_escapes.py", "test_mut_scheduler.py"],
+        "not process and not exactly_one",
+    ),
     "policies": (["_policies.py"], ["test_policies.py"], "not exactly_one"),
     "retry": (["_retry.py"], ["test_retry.py", "test_policies.py"], "not exactly_one"),
     "ratelimit": (["_ratelimit.py"], ["test_ratelimit.py", "test_policies.py"],
                   "not exactly_one"),
     # (the public-names test reads the module's namespace, which mutmut fills with mutants)
     "http": (["http.py", "_http.py"], ["test_http.py"], "not public_names"),
-    "backends": (
-        ["_backends/*.py"],
-        ["test_conformance.py", "test_policies.py", "test_process_faults.py", "test_chunks.py"],
-        "not exactly_one",
+    # the stable backends without the process backend, which is measured on its own (its
+    # tests start worker processes, so a run of them takes far longer)
+    "backends-core": (
+        [f"_backends/{f}" for f in _CORE],
+        ["test_backends.py", "test_pool.py", "test_conformance.py", "test_policies.py",
+         "test_escapes.py", "test_chunks.py", "test_mut_backends.py"],
+        "not process and not exactly_one and not fork",
+    ),
+    "backends-process": (
+        ["_backends/_process.py", "_backends/_process_worker.py", "_backends/_boot.py"],
+        ["test_process_faults.py", "test_process_roundtrip.py", "test_process_groups.py",
+         "test_conformance.py", "test_policies.py"],
+        "process and not exactly_one",
     ),
 }
 
@@ -106,22 +122,69 @@ def _survivors(folder: Path) -> list[str]:
     return [line.split(":")[0].strip() for line in done.stdout.splitlines() if ":" in line]
 
 
-def run(name: str, max_children: int) -> dict[str, int]:
-    folder = _prepare(name)
+def _verdicts(folder: Path) -> dict[str, tuple[int | None, str | None]]:
+    """Each mutant's exit code and its function's hash, from mutmut's files of the last run."""
+    found: dict[str, tuple[int | None, str | None]] = {}
+    for meta in (folder / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        hashes = data.get("hash_by_function_name", {})
+        for key, code in data["exit_code_by_key"].items():
+            found[key] = (code, hashes.get(key.rsplit("__mutmut_", 1)[0]))
+    return found
+
+
+def _refresh(name: str) -> Path:
+    """The last run's folder with today's source, tests and selection (for ``--again``)."""
+    files, tests, keyword = MODULES[name]
+    folder = WORK / name
+    for part in ("src", "tests"):
+        shutil.rmtree(folder / part)
+        shutil.copytree(ROOT / part, folder / part, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (ROOT / "pyproject.toml").read_text()
+    (folder / "pyproject.toml").write_text(text + _config(files, tests, keyword))
+    return folder
+
+
+def _keep_old(folder: Path, old: dict[str, tuple[int | None, str | None]], rerun: set[str]) -> None:
+    """Give back the verdicts of the mutants not re-run (mutmut resets them all when the test
+    selection changes): more tests can only kill more, so a killed mutant stays killed. Only
+    where its function is unchanged; a changed function's mutants are new ones."""
+    for meta in (folder / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        hashes = data.get("hash_by_function_name", {})
+        codes = data["exit_code_by_key"]
+        for key, code in codes.items():
+            before = old.get(key)
+            same = before is not None and before[1] == hashes.get(key.rsplit("__mutmut_", 1)[0])
+            if code is None and key not in rerun and same and before is not None:
+                codes[key] = before[0]
+        meta.write_text(json.dumps(data))
+
+
+def run(name: str, max_children: int, again: bool = False) -> dict[str, int]:
     mutmut = Path(sys.executable).parent / "mutmut"
+    rerun: list[str] = []
+    if again and (WORK / name / "mutants").exists():
+        old = _verdicts(WORK / name)
+        rerun = sorted(k for k, (code, _) in old.items() if code in (0, 33, None))
+        folder = _refresh(name)
+    else:
+        folder, old = _prepare(name), {}
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     started = time.monotonic()
     with open(folder / "mutmut.log", "w") as log:  # its progress output: for a failed run
         subprocess.run(
-            [str(mutmut), "run", "--max-children", str(max_children)], cwd=folder, env=env,
-            stdout=log, stderr=subprocess.STDOUT, check=False,
+            [str(mutmut), "run", "--max-children", str(max_children), *rerun], cwd=folder,
+            env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
         )
+    if rerun:
+        _keep_old(folder, old, set(rerun))
     counts = _counts(folder)
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     tested = killed + counts.get("survived", 0)
     score = 100.0 * killed / tested if tested else 0.0
     took = time.monotonic() - started
-    print(f"{name:10} score {score:5.1f}%  {counts}  ({took / 60:.1f} min)", flush=True)
+    print(f"{name:16} score {score:5.1f}%  {counts}  ({took / 60:.1f} min)", flush=True)
     for survivor in _survivors(folder):
         print(f"    survived or untested: {survivor}", flush=True)
     return counts
@@ -130,8 +193,10 @@ def run(name: str, max_children: int) -> dict[str, int]:
 def main(argv: list[str]) -> int:
     if "--list" in argv:
         for name, (files, tests, keyword) in MODULES.items():
-            print(f"{name:10} {' '.join(files):16} {' '.join(tests)} {keyword and '-k ' + keyword}")
+            print(f"{name:16} {' '.join(files):16} {' '.join(tests)} {keyword and '-k ' + keyword}")
         return 0
+    again = "--again" in argv
+    argv = [a for a in argv if a != "--again"]
     children = 2
     if "-j" in argv:
         at = argv.index("-j")
@@ -143,7 +208,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown module(s) {unknown}; choose from {list(MODULES)}", file=sys.stderr)
         return 2
     for name in names:
-        run(name, children)
+        run(name, children, again)
     return 0
 
 

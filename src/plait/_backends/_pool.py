@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from ._base import ChunkResult, all_failed, close_thread_runner
+from ._base import ChunkResult, all_failed, close_thread_runner, reraise_stop
 
 W = TypeVar("W")
 _pool_ids = itertools.count(1)
@@ -136,6 +136,11 @@ class QueuePool(Generic[W]):
             return await waiter
         except concurrent.futures.BrokenExecutor as broken:  # queued when the pool broke
             return all_failed(len(items), broken)
+        except asyncio.CancelledError as exc:
+            reraise_stop(exc)  # the run itself was cancelled
+            # dropped by a shutdown that cancels queued work: each item's outcome, as the
+            # stdlib's executors report it (not asyncio's BaseException, out of a sync call)
+            return all_failed(len(items), concurrent.futures.CancelledError())
 
     def send(
         self,
