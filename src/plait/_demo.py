@@ -1,9 +1,9 @@
 """``plait demo``: the "choosing the right approach" table of a guide to threads, processes
-and asyncio in Python (the guide plait grew from), measured on this machine.
+and asyncio in Python (``GUIDE``: the article plait grew from), measured on this machine.
 
 Four scenarios, each run with every approach, timed, and compared with what ``backend="auto"``
-chose for the same function, in the same rounds (auto's choice in each run is shown; on a busy
-machine it can differ between runs, see ``_probe.Trial``):
+chose for the same function, in the same rounds (auto's choice in each run is shown, and how
+often each when runs chose differently):
 
 - many API calls: GETs to a real aiohttp server that the demo starts on 127.0.0.1 (a child
   process, with a simulated 20 ms of latency per call): asyncio + aiohttp, threads + urllib,
@@ -451,7 +451,8 @@ def report(scenarios: list[Scenario], sizes: Sizes, load: float | None = None) -
     return "\n".join(lines)
 
 
-GUIDE = "a guide to threads, processes and asyncio in Python (the guide plait grew from)"
+GUIDE = ("a guide to threads, processes and asyncio in Python (the DEV Community article "
+         "\"Concurrency and Parallelism in Python\", which plait grew from)")
 
 
 def _all_rows(scenario: Scenario) -> list[Row]:
@@ -504,8 +505,7 @@ def _load_note(load: float | None) -> str:
     if load is None or load < 0.75 * cpu_count():
         return ""
     return (f"Note: the load average was {load:.1f} on {cpu_count()} cores when the demo began: "
-            "other work competed for them, so these times are noisy, and auto's trial of threads "
-            "cannot see them run in parallel.")
+            "other work competed for them, so these times are noisy.")
 
 
 def _scenario_lines(scenario: Scenario, width: int) -> list[str]:
