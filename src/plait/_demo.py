@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._advise import capture_decisions
 from ._backends import cpu_count, default_workers
@@ -177,6 +177,22 @@ def _auto_label(decisions: list[Decision]) -> str:
     if len(counts) == 1:
         return f"plait auto (chose {decisions[0].backend} x {decisions[0].workers})"
     return "plait auto (chose " + ", ".join(f"{b} {n}x" for b, n in counts.most_common()) + ")"
+
+
+Pooled = Literal["thread", "process"]
+_POOL_LABELS = {"thread": "threads", "process": "processes"}
+
+
+def _pools(fn: Callable[[Any], Any], items: list[Any], *backends: Pooled) -> list[Approach]:
+    """``plait.map`` on each of ``backends`` with its default workers, in that order, then a
+    plain loop."""
+    import plait
+
+    def on(backend: Pooled) -> Approach:
+        return (_POOL_LABELS[backend], backend, default_workers(backend),
+                lambda: plait.map(fn, items, backend=backend))
+
+    return [*map(on, backends), ("one after another", "inline", 1, lambda: [fn(x) for x in items])]
 
 
 # --- scenario 1: many API calls -------------------------------------------------------------
@@ -326,13 +342,8 @@ def reading_files(sizes: Sizes) -> Scenario:
     )
     with large_files(sizes.files, sizes.file_mib) as paths:
         [sha256_file(path) for path in paths[:2]]  # warm up
-        _measure(scenario, [
-            ("threads", "thread", default_workers("thread"),
-             lambda: plait.map(sha256_file, paths, backend="thread")),
-            ("processes", "process", default_workers("process"),
-             lambda: plait.map(sha256_file, paths, backend="process")),
-            ("one after another", "inline", 1, lambda: [sha256_file(path) for path in paths]),
-        ], lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
+        _measure(scenario, _pools(sha256_file, paths, "thread", "process"),
+                 lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
     return scenario
 
 
@@ -348,13 +359,8 @@ def cpu_heavy(sizes: Sizes) -> Scenario:
         "processes",
     )
     work = [calibrate(sizes.cpu_call_s)] * sizes.cpu_calls
-    _measure(scenario, [
-        ("processes", "process", default_workers("process"),
-         lambda: plait.map(cpu_task, work, backend="process")),
-        ("threads", "thread", default_workers("thread"),
-         lambda: plait.map(cpu_task, work, backend="thread")),
-        ("one after another", "inline", 1, lambda: [cpu_task(n) for n in work]),
-    ], lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
+    _measure(scenario, _pools(cpu_task, work, "process", "thread"),
+             lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
     return scenario
 
 
