@@ -36,7 +36,7 @@ TINY_CALL_S = 20e-6  # below this a call costs less than handing it to a thread 
 IO_CPU_SHARE = 0.5  # calls that use the CPU less than half of their time mostly wait
 THREADS_MIN, THREADS_MAX = 4, 256  # worker bounds for threads sized from the wait ratio
 IO_HINT_THREADS = 64  # kind="io" without a measurement
-OVERLAP_SCALE = 0.2  # trial threads whose spans overlap >= 1 + 0.2 (n - 1) ran at once ...
+OVERLAP_MIN = 1.05  # trial threads whose spans overlap more ran at once (GIL-bound ones: <= 1) ...
 BLOCKED_MAX = 0.25  # ... and if blocked less than this, the calls release the GIL
 PROCESS_START_S = 0.1  # starting the worker processes (2 workers: ~0.1 s measured)
 
@@ -175,8 +175,7 @@ def _cpu_bound(f: Facts, s: _probe.Sample, measured: str) -> Decision | Need:
 
 
 def _releases_gil(trial: _probe.Trial) -> bool:
-    together = trial.overlap >= 1 + OVERLAP_SCALE * (trial.threads - 1)
-    return together and trial.blocked < BLOCKED_MAX
+    return trial.overlap > OVERLAP_MIN and trial.blocked < BLOCKED_MAX
 
 
 def _on_threads(trial: _probe.Trial) -> str:

@@ -75,14 +75,16 @@ class Trial:
     """The same calls on several threads at once, with a long GIL switch interval.
 
     ``overlap`` is the sum of the threads' spans over the trial's wall time: at most 1 when
-    they ran one after another (each kept the GIL through its calls: they hold it), up to
-    ``threads`` when they ran at once (the calls release it). ``blocked`` is the share of the
-    spans the threads spent neither on a CPU nor queued for one: waiting, for the GIL when
-    calls that mostly hold it hand it back and forth at a brief release (a write, a log line).
+    they ran one after another (each kept the GIL through its calls: they hold it; a thread
+    starts only once the one before it has ended), up to ``threads`` when they ran at once
+    (the calls release it; a thread queued for a CPU starts late, which lowers it).
+    ``blocked`` is the share of the spans the threads spent neither on a CPU nor queued for
+    one: waiting, for the GIL when calls that mostly hold it hand it back and forth at a brief
+    release (a write, a log line).
     Unlike ``parallel`` (the CPU time of all the threads over the wall time), neither needs
     free cores: on a busy machine threads that release the GIL still run at the same time,
-    only slower. Measured at loads of 2.4-3.2 on 2 cores, 2 threads: pure Python and
-    json.loads 0.6-1.0; hashing files 1.45-1.99, zlib 1.24-1.96, both blocked under 0.2.
+    only slower. Measured at loads of 2.4-7.7 on 2 cores, 2 threads: pure Python and
+    json.loads 0.6-1.0; hashing files 1.18-1.99, zlib 1.17-1.96, both blocked under 0.2.
     """
 
     threads: int
@@ -237,9 +239,11 @@ def _awaitable_sample(value: Any, item: Any, source: Iterator[Any], record: _Rec
 def thread_trial(fn: Callable[[Any], Any], sample: Sample, threads: int) -> Sample:
     """Run a few more items on ``threads`` threads at once; outcomes join the sample's head.
 
-    Each thread runs a block of about ``TRIAL_S`` of calls, all released at once.
+    Each thread runs a block of about ``TRIAL_S`` of CPU time in calls, all released at once.
     """
-    per_thread = max(1, min(TRIAL_CALLS_MAX, math.ceil(TRIAL_S / max(sample.per_call_s, 1e-9))))
+    # sized by CPU time: on a busy machine the wall time of a call is mostly time queued
+    cpu_per_call = sample.cpu_s / sample.calls if sample.calls else sample.per_call_s
+    per_thread = max(1, min(TRIAL_CALLS_MAX, math.ceil(TRIAL_S / max(cpu_per_call, 1e-9))))
     pulled, rest, exhausted = _pull(sample.rest, threads * per_thread)
     if len(pulled) < 2:  # nothing to compare: put the item back, uncomputed
         return replace(sample, rest=itertools.chain(pulled, rest), exhausted=exhausted)
