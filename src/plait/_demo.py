@@ -114,14 +114,16 @@ def cpu_task(n: int) -> int:
 
 
 def calibrate(target_s: float) -> int:
-    """The loop count that makes ``cpu_task`` take about ``target_s`` here."""
+    """The loop count that makes ``cpu_task`` take about ``target_s`` of CPU time here (CPU,
+    not wall time: on a busy machine the wall time of a call is partly time queued for a CPU,
+    and loops sized by it would be too short)."""
     loops = 20_000
     timings = []
     for _ in range(5):
-        start = time.perf_counter()
+        start = time.thread_time()
         cpu_task(loops)
-        timings.append(time.perf_counter() - start)
-    return max(1, round(loops * target_s / _median(timings)))
+        timings.append(time.thread_time() - start)
+    return max(1, round(loops * target_s / max(_median(timings), 1e-6)))
 
 
 def background_job(seconds: float) -> int:
