@@ -137,7 +137,7 @@ def _measured(f: Facts, s: _probe.Sample) -> Decision | Need:
         workers = f.workers or _io_threads(f, s)
         return Decision("thread", workers, f.chunksize,
                         f"{calls}, only {share}: they mostly wait, so they run in threads, "
-                        f"{workers} at once ({f.cores} cores / CPU share, within "
+                        f"{workers} at once ({f.cores} cores / CPU share, to a power of 2, within "
                         f"{THREADS_MIN}-{THREADS_MAX} and the items left).")
     return _cpu_bound(f, s, f"{calls}, {share}")
 
@@ -217,9 +217,12 @@ def _cpu_threads(f: Facts, s: _probe.Sample | None, reason: str) -> Decision:
 
 
 def _io_threads(f: Facts, s: _probe.Sample) -> int:
-    """Threads that keep the cores busy while the others wait: cores / CPU share, bounded."""
-    wanted = math.ceil(f.cores / max(s.cpu_share, 1e-6))
-    workers = max(THREADS_MIN, min(THREADS_MAX, wanted))
+    """Threads that keep the cores busy while the others wait: cores / CPU share, to the
+    nearest power of two (a share of a few percent is measured to within a factor of two only:
+    1% one run, 2% the next), bounded."""
+    wanted = f.cores / max(s.cpu_share, 1e-6)
+    rounded = 2 ** round(math.log2(wanted))
+    workers = max(THREADS_MIN, min(THREADS_MAX, rounded))
     left = _left_items(f, s)
     return workers if left is None else max(1, min(workers, left))
 
