@@ -221,7 +221,7 @@ def _io_threads(f: Facts, s: _probe.Sample) -> int:
     nearest power of two (a share of a few percent is measured to within a factor of two only:
     1% one run, 2% the next), bounded."""
     wanted = f.cores / max(s.cpu_share, 1e-6)
-    rounded = 2 ** round(math.log2(wanted))
+    rounded = 1 << max(0, round(math.log2(wanted)))
     workers = max(THREADS_MIN, min(THREADS_MAX, rounded))
     left = _left_items(f, s)
     return workers if left is None else max(1, min(workers, left))

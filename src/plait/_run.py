@@ -434,35 +434,19 @@ def _collect_on(lease: LoopThread, plan: Plan) -> tuple[list[Any], BaseException
         raise
 
 
-def _into_list(
-    errors: str, bar: NoProgress | Bar
-) -> Callable[[Entry, list[Any]], BaseException | None]:
-    """plait.map's step per chunk: its values into the list, or the error that ends the run."""
-    plain = errors != "collect"  # no Outcome to make
-
-    def on_put(entry: Entry, values: list[Any]) -> BaseException | None:
-        result = entry[1]
-        if not result.errors and plain:  # plait.map's hot path: values as they are
-            bar.update(len(result.values))
-            values.extend(result.values)
-            return None
-        more, error = consume(entry, errors, bar)
-        values.extend(more)
-        return error
-
-    return on_put
-
-
 async def collect_async(plan: Plan) -> tuple[list[Any], BaseException | None]:
     """The results, and the error that stopped the run (returned: raising a StopIteration from
     a coroutine would turn it into a RuntimeError)."""
     loop = asyncio.get_running_loop()
     bar = progress(plan.options.progress, plan.length, "plait")
-    on_put = _into_list(plan.options.errors, bar)
-    sinks: list[ListSink[Entry]] = []
+    errors = plan.options.errors
+    sinks: list[ListSink] = []
 
-    def sink_for(window: Window) -> ListSink[Entry]:
-        sinks.append(ListSink(window.release, on_put))
+    def step(entry: Entry) -> tuple[list[Any], BaseException | None]:
+        return consume(entry, errors, bar)
+
+    def sink_for(window: Window) -> ListSink:
+        sinks.append(ListSink(window.release, bar, errors != "collect", step))
         return sinks[0]
 
     scheduler = _scheduler(plan, sink_for, loop)
@@ -471,7 +455,7 @@ async def collect_async(plan: Plan) -> tuple[list[Any], BaseException | None]:
     interrupted: BaseException | None = None
     try:
         if plan.head is not None:
-            sink.add((0, plan.head))  # it took no window slot: nothing to release
+            sink.put((0, plan.head), took_slot=False)
         if sink.error is None:
             task = loop.create_task(scheduler.run())
             sink.on_error = task.cancel  # errors="raise": stop at once, as imap would

@@ -12,7 +12,12 @@ import asyncio
 import queue
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ._backends._base import ChunkResult
+
+    Entry = tuple[int, ChunkResult]  # as the scheduler delivers them
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -21,6 +26,10 @@ T_contra = TypeVar("T_contra", contravariant=True)
 class Sink(Protocol[T_contra]):
     def put(self, item: T_contra) -> None: ...
     def close(self, error: BaseException | None) -> None: ...
+
+
+class Progress(Protocol):
+    def update(self, n: int, failed: int = 0) -> None: ...
 
 
 class _End:
@@ -98,30 +107,40 @@ class LoopSink(Generic[T]):
             self._taken(1)
 
 
-class ListSink(Generic[T]):
-    """Results straight into one list on the loop, with no consumer to hand them to
-    (``plait.map``): ``on_put`` turns each into values, or returns the error that ends the run."""
+class ListSink:
+    """plait.map's sink: chunks' values straight into one list on the loop, with no consumer
+    to hand them to. A chunk with no error whose values need no ``Outcome`` is the hot path,
+    here; any other goes through ``step`` (the drivers' ``consume``), which may return the
+    error that ends the run."""
 
     def __init__(
         self,
         taken: Callable[[int], None],
-        on_put: Callable[[T, list[object]], BaseException | None],
+        progress: Progress,
+        plain: bool,
+        step: Callable[[Entry], tuple[list[Any], BaseException | None]],
     ) -> None:
         self._taken = taken
-        self._on_put = on_put
-        self.values: list[object] = []
+        self._progress = progress
+        self._plain = plain  # errors="raise" or "skip": values as they are
+        self._step = step
+        self.values: list[Any] = []
         self.error: BaseException | None = None
         self.on_error: Callable[[], object] | None = None  # stops the run at the first error
 
-    def put(self, item: T) -> None:
-        self._taken(1)  # nothing streams: the window only paces the input
-        self.add(item)
-
-    def add(self, item: T) -> None:
-        """``put`` for a result that took no window slot."""
+    def put(self, entry: Entry, took_slot: bool = True) -> None:
+        """``took_slot=False`` for the results auto sampled before the run (no window slot)."""
+        if took_slot:
+            self._taken(1)  # nothing streams: the window only paces the input
         if self.error is not None:
             return
-        error = self._on_put(item, self.values)
+        result = entry[1]
+        if not result.errors and self._plain:  # plait.map's hot path
+            self._progress.update(len(result.values))
+            self.values.extend(result.values)
+            return
+        values, error = self._step(entry)
+        self.values.extend(values)
         if error is not None:
             self.close(error)
             if self.on_error is not None:

@@ -130,8 +130,6 @@ async def _astream(
         await asyncio.gather(task, return_exceptions=True)
 
 
-
-
 def _progress(engine: Engine) -> Bar | NoProgress:
     """The core's bar, counting requests, with what only the engine knows beside it."""
 
