@@ -422,6 +422,75 @@ def background_tasks(sizes: Sizes) -> Scenario:
     return scenario
 
 
+# --- scenario 5: a pipeline that mixes backends ---------------------------------------------
+
+
+def parse_record(body: bytes, loops: int) -> dict[str, Any]:
+    """The parse stage: JSON, then pure-Python work of about 5 ms (CPU)."""
+    import json
+
+    record: dict[str, Any] = json.loads(body)
+    record["score"] = cpu_task(loops)
+    return record
+
+
+def store_record(record: dict[str, Any]) -> int:
+    """The store stage: a write that waits about 5 ms, like a database insert."""
+    time.sleep(0.005)
+    return 1
+
+
+def _download(url: str) -> bytes:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 direct
+    with opener.open(url, timeout=30) as response:
+        return bytes(response.read())
+
+
+def pipelines(sizes: Sizes) -> Scenario:
+    """download (20 ms waits, threads) -> parse (~5 ms CPU, processes) -> store (5 ms waits,
+    threads): one ``plait.pipeline`` whose stages overlap, against the three stages as
+    ``plait.map`` calls one after another (full lists in between)."""
+    import functools
+
+    import plait
+
+    count = max(40, sizes.urls // 4)
+    scenario = Scenario(
+        "Pipelines", f"{count} items: download -> parse (~5 ms CPU) -> store",
+        "a pipeline, a backend per stage",
+    )
+    parse = functools.partial(parse_record, loops=calibrate(0.005))
+    stages: list[tuple[Callable[[Any], Any], str, int | None]] = [
+        (_download, "thread", 16), (parse, "process", None), (store_record, "thread", 4),
+    ]
+
+    def flow(urls: list[str]) -> int:
+        run = plait.pipeline(urls)
+        for fn, backend, workers in stages:
+            run = run.map(fn, backend=backend, workers=workers)
+        return sum(run)
+
+    def one_after_another(urls: list[str]) -> int:
+        values: list[Any] = urls
+        for fn, backend, workers in stages:
+            options: dict[str, Any] = {"backend": backend, "workers": workers}
+            values = plait.map(fn, values, **options)
+        return sum(values)
+
+    with api_server(sizes.latency_s) as base:
+        urls = [f"{base}/item/{i}" for i in range(count)]
+        plait.map(_download, urls[:20], backend="thread", workers=16)  # warm up the server
+        for label, backend, run in (
+            ("plait.pipeline: the stages overlap", "pipeline", flow),
+            ("three plait.map calls, one after another", "map", one_after_another),
+        ):
+            times = [_timed(lambda run=run: run(urls)) for _ in range(sizes.repeats)]  # type: ignore[misc]
+            scenario.rows.append(Row(label, backend, _median(times)))
+    return scenario
+
+
 # --- the report ---------------------------------------------------------------------------------
 
 
@@ -559,7 +628,7 @@ def run_demo(*, quick: bool = False) -> int:
     sizes = QUICK if quick else FULL
     load = load_average()
     scenarios = []
-    for measure in (api_calls, reading_files, cpu_heavy, background_tasks):
+    for measure in (api_calls, reading_files, cpu_heavy, background_tasks, pipelines):
         print(f"measuring: {measure.__name__.replace('_', ' ')} ...", file=sys.stderr, flush=True)
         scenarios.append(measure(sizes))
     print(report(scenarios, sizes, load))
