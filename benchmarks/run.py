@@ -5,7 +5,8 @@
 Workloads: W1 tiny (200,000 calls of x + 1), W2 cpu (64 pure-Python loops of ~12 ms), W3 sleep
 (500 calls of time.sleep(0.02)), W4 async (100,000 coroutine calls, 1,000 at once), W6 stream (an
 infinite generator and a consumer that stalls), W7 files (SHA-256 of 200 files of 4 MiB), plus the
-cost of ``import plait`` (IMPORT) and the per-item overhead of the thread backend (OVERHEAD); the
+cost of ``import plait`` (IMPORT), the per-item overhead of the thread backend (OVERHEAD) and
+the first call of a fresh interpreter for START, W1 and W2 (COLD, a subprocess per run); the
 sizes are in harness.py, the latest figures in RESULTS.md. Every contender runs ``--repeat``
 times, interleaved with the others; the tables show medians, the ratio to the best contender and
 to the physical limit. A "goals" section checks the performance goals of issue 2. Peers that are
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # the task functions must be importable by worker processes
 
+from cold import cold  # noqa: E402
 from harness import QUICK, Goal, Report, Sizes, cores  # noqa: E402
 from startup import import_time, thread_overhead  # noqa: E402
 from stream import w6_stream  # noqa: E402
@@ -47,6 +49,7 @@ SUITES: dict[str, Suite] = {
     "W7": w7_files,
     "IMPORT": import_time,
     "OVERHEAD": thread_overhead,
+    "COLD": cold,
 }
 
 

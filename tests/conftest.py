@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from plait._backends import NAMES
+from plait._backends import NAMES, _reuse, _template
 
 if TYPE_CHECKING:
     from http_server import Server
@@ -29,6 +29,8 @@ if TESTS_DIR not in sys.path:
 BACKENDS = NAMES  # every registered backend runs the conformance suite
 LOOP_THREAD = "plait-loop"
 LEAK_GRACE_S = 1.0
+SESSION_CHILDREN: set[int] = set()  # started once for the session (the Dask cluster): not leaks
+IDLE_REAPER = "plait-idle-workers"  # ends the shared idle workers; gone with plait.shutdown()
 
 
 # --- processes and threads, read from the system -------------------------------------------
@@ -50,8 +52,19 @@ def pid_alive(pid: int) -> bool:
 
 
 def children(pid: int | None = None) -> set[int]:
-    """The direct children of a process (default: this one), zombies included."""
-    pid = os.getpid() if pid is None else pid
+    """The direct children of a process (default: this one, less the session's Dask cluster),
+    zombies included. plait's template process (it forks the process workers) stands for its
+    children: the workers count as ours."""
+    if pid is None:
+        template = _template.pid()
+        found = direct_children(os.getpid())
+        if template in found:
+            found = (found - {template}) | direct_children(template)
+        return found - SESSION_CHILDREN
+    return direct_children(pid)
+
+
+def direct_children(pid: int) -> set[int]:
     found: set[int] = set()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -103,9 +116,10 @@ def leaks(before_threads: set[threading.Thread], before_children: set[int]) -> l
     """What was left behind since the snapshot, described for an assertion message."""
     found = []
     threads = (pool_threads() | non_daemon_threads()) - before_threads
+    threads = {t for t in threads if t.name != IDLE_REAPER}
     if threads:
         found.append(f"threads left running: {sorted(t.name for t in threads)}")
-    kids = children() - before_children
+    kids = children() - before_children - _reuse.idle_pids()  # plait.map's shared idle workers
     if kids:
         described = {pid: process_state(pid) for pid in sorted(kids)}
         found.append(f"child processes left (pid: state): {described}")
@@ -127,6 +141,7 @@ def no_leaks() -> Iterator[None]:
     before_children = children()
     yield
     gc.collect()  # objects that warn when collected (unclosed loops, sockets) warn in this test
+    _reuse.release()  # plait.map's shared idle workers are allowed; each test starts without
     wait_until(lambda: not leaks(before_threads, before_children), LEAK_GRACE_S)
     problems = leaks(before_threads, before_children)
     if problems:
@@ -141,6 +156,8 @@ def no_leaks() -> Iterator[None]:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "dask":  # runs on the session's real cluster (tests/_dask_cluster.py)
+        request.getfixturevalue("dask_cluster")
     return str(request.param)
 
 
@@ -159,3 +176,6 @@ def server() -> Iterator[Server]:
 
     with Server() as running:
         yield running
+
+
+from _dask_cluster import dask_cluster  # noqa: E402, F401 - the session's Dask cluster fixture

@@ -17,7 +17,7 @@ from plait._chunks import MAX_GROWTH, TARGET_CHUNK_S, UNKNOWN_LENGTH_CAP, Chunke
 
 
 def test_the_documented_figures() -> None:
-    assert TARGET_CHUNK_S == {"process": 0.02, "thread": 0.002}
+    assert TARGET_CHUNK_S == {"process": 0.02, "thread": 0.002, "dask": 0.05}
     assert (MAX_GROWTH, UNKNOWN_LENGTH_CAP) == (64, 4096)
 
 

@@ -4,6 +4,7 @@ every backend, ordered or not, with any chunk size."""
 from __future__ import annotations
 
 import _tasks as T
+import pytest
 from _tasks import TaskError
 from conftest import BACKENDS
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 import plait
 
 
+@pytest.mark.usefixtures("dask_cluster")  # backend="dask" runs on the session's cluster
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -51,6 +53,7 @@ def test_collect_never_loses_or_doubles_an_outcome(
             assert outcome.value == 2 * value
 
 
+@pytest.mark.usefixtures("dask_cluster")  # backend="dask" runs on the session's cluster
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

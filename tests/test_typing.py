@@ -199,7 +199,8 @@ def test_help_shows_every_option_with_its_type_and_default(entry: str) -> None:
     assert list(parameters) == ["fn", "items", *OPTIONS]
     text = pydoc.render_doc(function, renderer=pydoc.plaintext)
     header = text.split("\n\n", 2)[1]  # the signature line(s)
-    assert 'backend: Literal["auto", "inline", "thread", "process", "asyncio"] = \'auto\'' in header
+    backends = '"auto", "inline", "thread", "process", "asyncio", "dask"'
+    assert f"backend: Literal[{backends}] = 'auto'" in header
     assert "timeout: float | None = None" in header
     assert 'errors: Literal["raise", "collect", "skip"] = \'raise\'' in header
     for name in OPTIONS:

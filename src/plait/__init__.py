@@ -19,6 +19,7 @@ from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._executor import Pool as Pool
 from ._explain import explain as explain
+from ._lifetime import shutdown as shutdown
 from ._outcome import Outcome as Outcome
 
 if _typing.TYPE_CHECKING:  # loaded on first use, see __getattr__
@@ -63,6 +64,7 @@ __all__ = [
     "imap",
     "map",
     "pipeline",
+    "shutdown",
     "spawn",
 ]
 

@@ -61,7 +61,7 @@ def configurations(
     counts = {
         name: set(info.grid(cores))
         for name, info in REGISTRY.items()
-        if coroutines or not info.coroutines_only
+        if (coroutines or not info.coroutines_only) and info.requires is None  # local only
     }
     if chosen is not None and chosen.backend != "inline":
         counts.setdefault(chosen.backend, set()).add(chosen.workers)

@@ -305,9 +305,21 @@ def measure(
     for _ in range(4):  # each fact is gathered at most once
         verdict = choose(facts)
         if isinstance(verdict, Decision):
-            return verdict, facts
+            return _with_cluster(verdict, facts), facts
         facts = gather(verdict, fn, items, facts)
     raise AssertionError("the decision table asked for a fact twice")  # pragma: no cover
+
+
+def _with_cluster(decision: Decision, facts: Facts) -> Decision:
+    """backend="dask" names its cluster; auto never picks one, but says when one is configured."""
+    from ._backends import _dask_cluster
+
+    if decision.backend == "dask":
+        threads, line = _dask_cluster.summary()
+        return replace(decision, workers=facts.workers or _dask_cluster.in_flight(threads),
+                       reason=f"{decision.reason} {line}.")
+    hint = _dask_cluster.available()
+    return replace(decision, reason=f"{decision.reason} {hint}") if hint else decision
 
 
 def decide(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> AutoPlan:
@@ -323,9 +335,10 @@ def decide(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> Au
 
 def announce(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> None:
     """``explain=True`` with a named backend: log that choice too (nothing is measured)."""
-    decision = choose(initial_facts(fn, items, opts, length))
+    facts = initial_facts(fn, items, opts, length)
+    decision = choose(facts)
     if isinstance(decision, Decision):
-        log(decision)
+        log(_with_cluster(decision, facts))
 
 
 def log(decision: Decision) -> None:

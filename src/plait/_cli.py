@@ -116,6 +116,9 @@ def _add_map(sub: Any) -> None:
                         help="say on stderr which backend runs the calls, and why")
     parser.add_argument("--traceback", action="store_true",
                         help="print the traceback of a failed task")
+    parser.add_argument("--address", default=None, metavar="tcp://HOST:PORT",
+                        help="the Dask scheduler for --backend dask (default: Dask's "
+                        "configuration, DASK_SCHEDULER_ADDRESS, else a local cluster)")
     parser.set_defaults(handler=_map)
 
 
@@ -138,9 +141,34 @@ def _map(args: argparse.Namespace) -> int:
     }
     if args.explain and args.backend != "auto":
         print(f"plait: backend={args.backend!r}, given with --backend", file=sys.stderr)
+    if args.backend == "dask":
+        _to_dask(fn, args.address)
+    elif args.address is not None:
+        raise UsageError("--address is the Dask scheduler: it goes with --backend dask")
     with open_input(args.input) as handle:
         results = plait.imap(fn, json_lines(handle, args.input), **opts)
         return _write_results(results, args)
+
+
+def _to_dask(fn: Callable[..., Any], address: str | None) -> None:
+    """The cluster to use, and the function's module sent by value: the workers do not have
+    the current directory the module was loaded from."""
+    from ._backends import info
+    from ._exceptions import BackendUnavailable
+
+    try:
+        info("dask").check_available()
+    except BackendUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    import cloudpickle
+    import dask
+
+    if address is not None:
+        dask.config.set({"scheduler-address": address})  # as DASK_SCHEDULER_ADDRESS would
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    path = getattr(module, "__file__", None) or ""
+    if module is not None and os.path.abspath(path).startswith(os.getcwd() + os.sep):
+        cloudpickle.register_pickle_by_value(module)
 
 
 def _write_results(results: Iterator[Any], args: argparse.Namespace) -> int:

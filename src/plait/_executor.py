@@ -53,6 +53,8 @@ class Pool(concurrent.futures.Executor):
 
     ``pool.map`` / ``pool.imap`` / ``pool.amap`` take the same options as ``plait.map``
     (except ``backend`` and ``workers``); ``pool.submit`` returns a standard future.
+    Options of one backend go to it: ``Pool(backend="dask", address="tcp://...")`` or
+    ``client=`` picks the Dask cluster.
     Leaving the ``with`` block normally waits for submitted work; leaving it by an exception
     cancels what is pending and stops what runs. A pool never shut down finishes its submitted
     work at interpreter exit; an unreferenced one releases its workers.
@@ -65,6 +67,7 @@ class Pool(concurrent.futures.Executor):
         *,
         initializer: Callable[[], Any] | None = None,
         max_tasks_per_worker: int | None = None,
+        **backend_options: Any,
     ) -> None:
         name = check_backend(backend)
         if name == "auto":
@@ -77,7 +80,7 @@ class Pool(concurrent.futures.Executor):
             initializer=initializer,
             max_tasks_per_worker=max_tasks_per_worker,
         )
-        self._backend: Backend = create_backend(name, setup.workers, setup)
+        self._backend: Backend = create_backend(name, setup.workers, setup, **backend_options)
         self._submit_handles: dict[int, tuple[Callable[..., Any], Any]] = {}
         self._shutdown = False
         self._lock = threading.Lock()

@@ -81,3 +81,16 @@ def _ending_on_ctrl_c() -> bool:
     last = getattr(sys, "last_exc", None)  # 3.12+; sys.last_type before
     kind = type(last) if last is not None else getattr(sys, "last_type", None)
     return isinstance(kind, type) and issubclass(kind, KeyboardInterrupt)
+
+
+def shutdown() -> None:
+    """Release what plait keeps between calls: the idle process workers that ``plait.map``
+    calls share, and the template process that forks them. They would go by themselves (idle
+    timeout, interpreter exit, the parent's death); this frees them now. Running calls and
+    pools are not affected; a later call starts what it needs again."""
+    reuse = sys.modules.get("plait._backends._reuse")  # nothing to release if never imported
+    if reuse is not None:
+        reuse.release()
+    template = sys.modules.get("plait._backends._template")
+    if template is not None:
+        template.stop()

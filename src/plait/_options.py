@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # not at run time: _clock imports asyncio
     from ._clock import Clock
     from ._retry import RetryOn
 
-BackendName = Literal["auto", "inline", "thread", "process", "asyncio"]
+BackendName = Literal["auto", "inline", "thread", "process", "asyncio", "dask"]
 ErrorMode = Literal["raise", "collect", "skip"]
 Kind = Literal["io", "cpu"]
 

@@ -50,7 +50,7 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
         name = auto.backend
         if _needs_stoppable(fn, options) and not _backends.info(name).stops_tasks:
             name = "thread"
-        backend = create_backend(name, auto.workers, options)
+        backend = create_backend(name, auto.workers, options, shared=True)
         plan = Plan(fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head)
     else:
         if _needs_stoppable(fn, options) and not _backends.info(options.backend).stops_tasks:
@@ -59,7 +59,7 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
             from ._auto import announce
 
             announce(fn, items, options, length)
-        backend = create_backend(options.backend, options.workers, options)
+        backend = create_backend(options.backend, options.workers, options, shared=True)
         plan = Plan(fn, items, length, options, backend, True, None, options.chunksize)
     try:
         plan.handle = plan.backend.prepare(fn)
@@ -87,7 +87,17 @@ def _backends_with(capability: str) -> str:
     return "backend=" + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0])
 
 
-def create_backend(name: str, workers: int | None, options: Options) -> Backend:
+def create_backend(
+    name: str,
+    workers: int | None,
+    options: Options,
+    *,
+    shared: bool = False,
+    **backend_options: Any,
+) -> Backend:
+    """``shared``: a run of its own (``plait.map``), whose process workers may be shared with
+    the program's other runs (see _backends/_reuse); a Pool's are its own.
+    ``backend_options``: what only this backend takes (dask: ``address=``, ``client=``)."""
     setup = {
         key: value
         for key, value in (
@@ -103,7 +113,13 @@ def create_backend(name: str, workers: int | None, options: Options) -> Backend:
         raise ValueError(
             f"max_tasks_per_worker recycles worker processes: use {_backends_with('recycles')}"
         )
-    return _backends.create(name, workers, **setup)
+    if name == "process":
+        from ._backends import _template
+
+        _template.prestart()  # it boots while the process backend's modules load
+    if shared and name == "process" and not setup:
+        return _backends.create(name, workers, shared=True)
+    return _backends.create(name, workers, **setup, **backend_options)
 
 
 def _policies(options: Options) -> Policies:

@@ -83,6 +83,10 @@ REGISTRY: dict[str, BackendInfo] = {
             "asyncio", "._asyncio:AsyncioBackend", 100, stops_tasks=True, calls_on_loop=True,
             coroutines_only=True, colour="#54a24b", grid=lambda cores: (10, 100, 1000),
         ),
+        BackendInfo(
+            "dask", "._dask:DaskBackend", None, 0.05, stops_tasks=True, requires="distributed",
+            extra="dask", colour="#e45756", grid=lambda cores: (cores,),
+        ),  # workers=None: the cluster's threads; auto never picks it, advise skips it
     )
 }
 NAMES = tuple(REGISTRY)
@@ -120,4 +124,7 @@ def load(name: str) -> Callable[..., Backend]:
 
 
 def create(name: str, workers: int | None, **options: Any) -> Backend:
-    return load(name)(workers or default_workers(name), **options)
+    cls = load(name)
+    if not workers and getattr(cls, "sizes_itself", False):  # dask: the cluster's threads
+        return cls(None, **options)
+    return cls(workers or default_workers(name), **options)

@@ -1,4 +1,5 @@
-"""Entry point of a process worker, run as a script: ``python _boot.py CONN_FD LIFELINE_FD``.
+"""Entry point of a process worker, run as a script: ``python _boot.py CONN_FD LIFELINE_FD``,
+or of the template process that forks workers: ``python _boot.py --template REQ_FD LIFE_FD``.
 
 It registers ``plait`` as a bare package so that starting a worker does not run
 ``plait/__init__.py`` and the public API behind it (half of a worker's start-up time). The first
@@ -37,6 +38,8 @@ if __name__ == "__main__":
     # The user's __main__ is not here. An empty one makes pickle fail at once on what it
     # defines (it then goes by value), and never find a name of this file (say, `main`) instead.
     sys.modules["__main__"] = types.ModuleType("__main__")
-    from plait._backends._process_worker import main
-
+    if sys.argv[1] == "--template":  # the template process: it forks the workers
+        from plait._backends._template import main
+    else:
+        from plait._backends._process_worker import main
     main()

@@ -27,20 +27,34 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import SerializationError, WorkerCrashed, describe_exit
-from . import START_DIR
+from . import _reuse, _template
 from ._base import ChunkResult, all_failed, blocking_callable, timed_out
 from ._pool import QueuePool
-from ._process_worker import INIT_FAILED, READY, RESEND, decode_error
+from ._wire import (
+    CONTEXT,
+    INIT_FAILED,
+    MAX_CACHED_FUNCTIONS,
+    READY,
+    RESEND,
+    Call,
+    context,
+    decode_error,
+    decode_result,
+    dumps,
+    encode_call,
+)
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 _fn_ids = itertools.count(1)
 _ABANDON_CHECK_S = 0.05  # how often a running chunk checks that its run still wants it
-_BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +87,6 @@ class _StartFailed(Exception):
         self.error = error
 
 
-def worker_sys_path() -> list[str]:
-    """The parent's sys.path with relative entries ('' from ``python -c`` or a notebook) made
-    absolute against the directory plait was imported in, as multiprocessing does."""
-    return [
-        os.path.abspath(os.path.join(START_DIR, entry))
-        if isinstance(entry, str) and not os.path.isabs(entry)
-        else entry
-        for entry in sys.path
-    ]
-
-
 class WorkerProcess:
     """One child process, its socket and its lifeline. It leads its own process group, which
     holds whatever its tasks start."""
@@ -92,24 +95,38 @@ class WorkerProcess:
         parent_sock, child_sock = socket.socketpair()
         lifeline_r, self._lifeline_w = os.pipe()
         child_fd = child_sock.fileno()
-        self.popen = subprocess.Popen(
-            [
-                sys.executable,
-                _BOOT,
-                str(child_fd),
-                str(lifeline_r),
-            ],
-            pass_fds=(child_fd, lifeline_r),
-            start_new_session=True,  # Ctrl-C reaches the parent only; a new group to kill
-        )
-        child_sock.close()
-        os.close(lifeline_r)
-        self.conn = Connection(parent_sock.detach())
-        self.known: set[int] = set()
+        try:
+            self.popen: subprocess.Popen[bytes] | _template.Forked = (
+                _template.start_worker(child_fd, lifeline_r) or _spawn(child_fd, lifeline_r)
+            )
+        finally:
+            child_sock.close()
+            os.close(lifeline_r)
+        from multiprocessing.connection import Connection  # here: after the template's start
+
+        self.conn: Connection = Connection(parent_sock.detach())
+        self.known: OrderedDict[int, None] = OrderedDict()  # the worker's function cache
         self.ready = False
         self._stopped = False
-        setup = {"sys_path": worker_sys_path(), "initializer": initializer}
+        self._context = context()
+        setup = {"context": self._context, "initializer": initializer}
         self.conn.send_bytes(pickle.dumps(setup))
+
+    def refresh(self) -> None:
+        """A reused worker takes the parent's sys.path, directory and environment as now."""
+        now = context()
+        if now != self._context:
+            self._context = now
+            with contextlib.suppress(OSError):  # died meanwhile: its next call finds out
+                self.conn.send_bytes(CONTEXT + pickle.dumps(now))
+
+    def _remember(self, fn_id: int) -> None:
+        """Mirror the worker's LRU cache of functions, so a function evicted there is sent
+        again."""
+        self.known[fn_id] = None
+        self.known.move_to_end(fn_id)
+        if len(self.known) > MAX_CACHED_FUNCTIONS:
+            self.known.popitem(last=False)
 
     def call(
         self,
@@ -121,12 +138,12 @@ class WorkerProcess:
         """The chunk's results, or None if it ran past ``timeout_s`` or was ``abandoned()``
         while it ran (the worker is killed then)."""
         blob = None if handle.fn_id in self.known else handle.blob
-        message = pickle.dumps((handle.fn_id, blob, *chunk), protocol=5)
+        call: Call = (handle.fn_id, blob, *chunk)
         try:
             if not self.ready:
                 self._wait_ready()
-            self.conn.send_bytes(message)
-            self.known.add(handle.fn_id)
+            self.conn.send_bytes(encode_call(call))
+            self._remember(handle.fn_id)
             if not self._reply_comes(timeout_s, abandoned):
                 self.kill()
                 return None
@@ -135,7 +152,7 @@ class WorkerProcess:
             raise _Died from exc
         if reply == RESEND:
             raise _Resend
-        blob, records, elapsed = pickle.loads(reply)
+        blob, records, elapsed = decode_result(reply)
         try:
             values = pickle.loads(blob)
         except Exception as exc:
@@ -174,8 +191,12 @@ class WorkerProcess:
         assert reply == READY, reply
         self.ready = True
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def alive(self) -> bool:
-        if self.popen.poll() is not None:
+        if self._stopped or self.popen.poll() is not None:
             return False
         # A killed worker is a zombie a few ms before it can be reaped (its threads are still
         # exiting); /proc sees that first, so a task is not sent to a worker already dead.
@@ -236,21 +257,36 @@ class ProcessBackend(QueuePool[_Slot]):
         *,
         initializer: Callable[[], Any] | None = None,
         max_tasks_per_worker: int | None = None,
+        shared: bool = False,
     ) -> None:
         super().__init__(workers)
         self._max_tasks = max_tasks_per_worker
+        # Borrow idle workers of earlier runs and give them back (see _reuse): for plait.map,
+        # never with an initializer or recycling (their workers are this pool's own).
+        self._shared = shared and initializer is None and max_tasks_per_worker is None
         self._initializer = (
             None if initializer is None else _dumps_function(initializer, "initializer")
         )
         self._live: set[WorkerProcess] = set()
         self._spawn_lock = threading.Lock()  # a cancel sees every worker started before it
         self._by_value = False  # arguments go with cloudpickle (they named the user's __main__)
+        _template.prestart()  # boots while this run pickles its function and starts its threads
 
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
         return FunctionHandle(next(_fn_ids), _dumps_function(blocking_callable(fn), "function"))
 
     def _spawn(self) -> WorkerProcess:
-        process = WorkerProcess(self._initializer)
+        return self._adopt(WorkerProcess(self._initializer))
+
+    def _borrow(self) -> WorkerProcess:
+        """An idle shared worker if there is one, else a new one."""
+        process = _reuse.take() if self._shared else None
+        if not isinstance(process, WorkerProcess):
+            return self._spawn()
+        process.refresh()
+        return self._adopt(process)
+
+    def _adopt(self, process: WorkerProcess) -> WorkerProcess:
         with self._spawn_lock:
             self._live.add(process)
             cancelled = self._cancelled
@@ -269,10 +305,18 @@ class ProcessBackend(QueuePool[_Slot]):
         slot.tasks = 0
 
     def _open_worker(self) -> _Slot:
-        return _Slot(self._spawn())
+        return _Slot(self._borrow())
 
     def _close_worker(self, worker: _Slot) -> None:
-        self._retire(worker.process)
+        process = worker.process
+        if self._shared and not self._cancelled and self._broken is None and process.alive():
+            # Idle and clean: a worker that crashed or timed out was replaced already, and a
+            # stopped run (cancelled) kills its workers rather than hand them on.
+            with self._spawn_lock:
+                self._live.discard(process)
+            if _reuse.give(process):
+                return
+        self._retire(process)
 
     def _stop_running(self) -> None:
         """On cancel every worker and what its task started is killed and reaped now, so none
@@ -375,17 +419,13 @@ def _dumps_function(fn: Callable[..., Any], what: str) -> bytes:
         ) from exc
 
 
-def dumps(obj: Any, by_value: bool = False) -> tuple[bytes, bool]:
-    """The pickle of ``obj``, and whether cloudpickle made it: pickle first (plain data pays
-    nothing more), cloudpickle when pickle fails or when ``by_value``."""
-    if not by_value:
-        try:
-            return pickle.dumps(obj, protocol=5), False
-        except Exception:
-            pass
-    import cloudpickle
-
-    return bytes(cloudpickle.dumps(obj, protocol=5)), True
+def _spawn(child_fd: int, lifeline_r: int) -> subprocess.Popen[bytes]:
+    """A worker as a fresh interpreter: where the template cannot fork one."""
+    return subprocess.Popen(
+        [sys.executable, _template.BOOT, str(child_fd), str(lifeline_r)],
+        pass_fds=(child_fd, lifeline_r),
+        start_new_session=True,  # Ctrl-C reaches the parent only; a new group to kill
+    )
 
 
 def _dumps_items(items: Sequence[Any], by_value: bool) -> tuple[Payload, dict[int, BaseException]]:

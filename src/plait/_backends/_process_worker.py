@@ -1,7 +1,8 @@
 """The child side of the process backend: a loop that runs chunks sent over a socket.
 
-Started as ``python _boot.py`` (not multiprocessing), so a user's ``__main__`` is never
-re-imported and no fork happens in a threaded parent. It exits when its socket closes, quietly
+Forked from the template process (``_template``), or started as ``python _boot.py`` where fork is
+unavailable (not multiprocessing): a user's ``__main__`` is never re-imported and the user's
+threaded parent is never forked. It exits when its socket closes, quietly
 even in the middle of its start-up and without the interpreter's teardown (atexit handlers do
 not run, as in multiprocessing's children), and at once, with its whole process group (what its
 tasks started), when the lifeline pipe from its parent closes (the parent died), even mid-task.
@@ -17,108 +18,24 @@ import contextlib
 import os
 import pickle
 import signal
-import struct
 import sys
 import threading
-import traceback
 from collections import OrderedDict
 from typing import Any
 
 from .._exceptions import SerializationError
 from ._base import ChunkResult, all_failed, blocking_callable, run_chunk
-
-_MAX_CACHED_FUNCTIONS = 64
-READY = b"ready"  # the worker's first message: started, initializer run
-INIT_FAILED = b"init-failed:"  # ...or this, then the initializer's ErrorRecord
-RESEND = b"resend"  # the arguments did not unpickle: send them by value (never a pickle's start)
-
-
-class RemoteTraceback(Exception):
-    """Carries the worker's formatted traceback; attached as ``__cause__`` of the task error."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def _rebuild(exc: BaseException, tb: str) -> BaseException:
-    exc.__cause__ = RemoteTraceback(tb)
-    return exc
-
-
-class _WithTraceback:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-        self.tb = '\n"""\n' + "".join(traceback.format_exception(exc)) + '"""'
-
-    def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
-        return _rebuild, (self.exc, self.tb)
-
-
-ErrorRecord = tuple[bytes | None, str, str, str]  # (pickled error, type, message, traceback)
-
-
-def dumps(obj: Any) -> bytes:
-    """pickle; cloudpickle for what pickle cannot carry, such as the classes and functions
-    that came from the user's ``__main__`` by value (this process's ``__main__`` is an empty
-    module, see _boot.py). cloudpickle tags such classes, so the parent gets its own class back,
-    not a copy."""
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:
-        pass
-    import cloudpickle
-
-    return bytes(cloudpickle.dumps(obj, protocol=5))
-
-
-def encode_result(result: ChunkResult) -> bytes:
-    """(values, {i: ErrorRecord}, elapsed): values as one pickle, each error on its own, so
-    the parent can still report an error it cannot rebuild."""
-    errors = {i: _error_record(e) for i, e in (result.errors or {}).items()}
-    values = result.values
-    try:
-        blob = dumps(values)
-    except Exception:
-        values = list(values)
-        for i, value in enumerate(values):
-            if i not in errors and not _picklable(value):
-                values[i] = None
-                message = f"the task's result ({type(value).__name__}) cannot be pickled back "
-                errors[i] = _error_record(
-                    SerializationError(message + "to the parent; return plain data")
-                )
-        blob = dumps(values)
-    return pickle.dumps((blob, errors, result.elapsed_s), protocol=5)
-
-
-def _error_record(exc: BaseException) -> ErrorRecord:
-    wrapped = _WithTraceback(exc)
-    try:
-        blob: bytes | None = dumps(wrapped)
-    except Exception:
-        blob = None
-    return blob, type(exc).__qualname__, str(exc), wrapped.tb
-
-
-def decode_error(record: ErrorRecord) -> BaseException:
-    """The task's own exception, or a SerializationError that names it if it cannot be rebuilt."""
-    blob, type_name, message, tb = record
-    problem = "it cannot be pickled"
-    if blob is not None:
-        try:
-            error: BaseException = pickle.loads(blob)
-            return error
-        except Exception as exc:
-            problem = f"it cannot be rebuilt in the parent: {type(exc).__name__}: {exc}"
-    return _rebuild(SerializationError(f"the task raised {type_name}: {message} ({problem})"), tb)
-
-
-def _picklable(obj: Any) -> bool:
-    try:
-        dumps(obj)
-    except Exception:
-        return False
-    return True
+from ._wire import (
+    CONTEXT,
+    INIT_FAILED,
+    MAX_CACHED_FUNCTIONS,
+    READY,
+    RESEND,
+    FdConnection,
+    decode_call,
+    encode_result,
+    error_record,
+)
 
 
 def _watch_parent(lifeline_fd: int) -> None:
@@ -145,7 +62,7 @@ class _Functions:
     def get(self, fn_id: int, blob: bytes | None) -> Any:
         if blob is not None:
             self._cache[fn_id] = blocking_callable(pickle.loads(blob))
-            if len(self._cache) > _MAX_CACHED_FUNCTIONS:
+            if len(self._cache) > MAX_CACHED_FUNCTIONS:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(fn_id)
         return self._cache[fn_id]
@@ -153,7 +70,7 @@ class _Functions:
 
 def _handle(message: bytes, functions: _Functions) -> ChunkResult | None:
     """Run one chunk; None asks the parent to resend it by value."""
-    fn_id, blob, payload, count, by_value = pickle.loads(message)
+    fn_id, blob, payload, count, by_value = decode_call(message)
     try:
         fn = functions.get(fn_id, blob)
     except Exception as exc:
@@ -183,12 +100,12 @@ def serve(conn: Any, lifeline_fd: int) -> None:
 def _start(conn: Any) -> bool:
     """Set up and run the initializer; say to the parent whether it worked."""
     setup = pickle.loads(conn.recv_bytes())
-    sys.path[:] = setup["sys_path"]
+    apply_context(setup["context"])
     if setup["initializer"] is not None:
         try:
             pickle.loads(setup["initializer"])()
         except BaseException as exc:  # sys.exit() too: reported, not a crash
-            conn.send_bytes(INIT_FAILED + pickle.dumps(_error_record(exc), protocol=5))
+            conn.send_bytes(INIT_FAILED + pickle.dumps(error_record(exc), protocol=5))
             return False
     conn.send_bytes(READY)  # timeouts count from here, not from the interpreter's start
     return True
@@ -197,49 +114,34 @@ def _start(conn: Any) -> bool:
 def _loop(conn: Any) -> None:
     functions = _Functions()
     while True:
-        result = _handle(conn.recv_bytes(), functions)
-        conn.send_bytes(RESEND if result is None else encode_result(result))
+        message = conn.recv_bytes()
+        if message.startswith(CONTEXT):  # reused by a later run: its parent's state now
+            apply_context(pickle.loads(message[len(CONTEXT) :]))
+            continue
+        result = _handle(message, functions)
+        if result is None:
+            conn.send_bytes(RESEND)
+        else:
+            conn.send_bytes(encode_result(result.values, result.errors or {}, result.elapsed_s))
 
 
-class FdConnection:
-    """The wire format of ``multiprocessing.connection.Connection`` (the parent's side), on a
-    raw descriptor: a 4-byte big-endian length (-1, then 8 bytes, for huge messages), then the
-    bytes. Importing multiprocessing would add a quarter to a worker's start-up."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def recv_bytes(self) -> bytes:
-        (size,) = struct.unpack("!i", self._read(4))
-        if size == -1:
-            (size,) = struct.unpack("!Q", self._read(8))
-        return self._read(size)
-
-    def send_bytes(self, data: bytes) -> None:
-        size = len(data)
-        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
-        self._write(header + data if size <= 65536 else header)
-        if size > 65536:
-            self._write(data)
-
-    def _read(self, size: int) -> bytes:
-        chunks = []
-        while size > 0:
-            chunk = os.read(self.fd, min(size, 1 << 20))
-            if not chunk:
-                raise EOFError
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+def apply_context(context: dict[str, Any]) -> None:
+    """Import from, run in and see the environment of the parent as it is now."""
+    sys.path[:] = context["sys_path"]
+    if context["cwd"] is not None:
+        with contextlib.suppress(OSError):
+            os.chdir(context["cwd"])
+    if context["environ"] != dict(os.environ):
+        os.environ.clear()
+        os.environ.update(context["environ"])
 
 
 def main() -> None:
-    conn_fd, lifeline_fd = int(sys.argv[1]), int(sys.argv[2])
+    run(int(sys.argv[1]), int(sys.argv[2]))
+
+
+def run(conn_fd: int, lifeline_fd: int) -> None:
+    """Serve the parent on ``conn_fd``, then leave (never returns)."""
     serve(FdConnection(conn_fd), lifeline_fd)
     # Leave without the interpreter's teardown, as multiprocessing's children do: the pool's
     # close waits for its workers, and a teardown is milliseconds of CPU for each.

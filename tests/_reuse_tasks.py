@@ -1,0 +1,58 @@
+"""Task functions for the shared-worker tests, importable by worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def pid(_: object) -> int:
+    return os.getpid()
+
+
+def slow_pid(_: object) -> int:
+    time.sleep(0.05)  # long enough that every worker of the run gets a task
+    return os.getpid()
+
+
+def parent_pid(_: object) -> int:
+    return os.getppid()
+
+
+def env_and_cwd(name: str) -> tuple[str | None, str]:
+    return os.environ.get(name), os.getcwd()
+
+
+def record_then_sleep(item: tuple[int, str]) -> int:
+    """Item 0 records its worker's pid in ``folder`` and sleeps past any timeout."""
+    index, folder = item
+    if index == 0:
+        Path(folder, str(os.getpid())).touch()
+        time.sleep(30)
+    return os.getpid()
+
+
+def record_then_die(item: tuple[int, str]) -> int:
+    """Item 0 records its worker's pid in ``folder`` and kills its worker."""
+    index, folder = item
+    if index == 0:
+        Path(folder, str(os.getpid())).touch()
+        os._exit(3)
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def record_then_fail(item: tuple[int, str]) -> int:
+    """Item 0 records its pid and sleeps; item 1 waits for that, then raises: the run stops
+    while item 0's worker is busy (a run that raises lets running tasks end: 1.5 s)."""
+    index, folder = item
+    if index == 0:
+        Path(folder, str(os.getpid())).touch()
+        time.sleep(1.5)
+    if index == 1:
+        deadline = time.monotonic() + 20
+        while not any(Path(folder).iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise ValueError("stop the run")
+    return os.getpid()

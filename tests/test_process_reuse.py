@@ -1,0 +1,229 @@
+"""plait.map's process workers: forked from the template, shared across calls, and never a
+worker that is busy, crashed or timed out handed on; none outlives its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import _reuse_tasks as R
+import pytest
+from conftest import IDLE_REAPER, direct_children, pid_alive, subprocess_env, wait_until
+
+import plait
+from plait._backends import _reuse, _template
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def workers_of(fn: object, n: int = 8, **options: object) -> set[int]:
+    return set(plait.map(fn, range(n), backend="process", workers=2, chunksize=1, **options))
+
+
+def recorded(folder: Path) -> int:
+    (name,) = [p.name for p in folder.iterdir()]
+    return int(name)
+
+
+def test_two_map_calls_share_their_workers() -> None:
+    first = workers_of(R.slow_pid)
+    assert len(first) == 2
+    assert _reuse.idle_pids() == first  # idle between the calls
+    assert workers_of(R.slow_pid) == first
+
+
+def test_workers_come_from_the_template_not_the_user_process() -> None:
+    parents = workers_of(R.parent_pid)
+    template = _template.pid()
+    assert template is not None and template != os.getpid()
+    assert parents == {template}
+    assert template in direct_children(os.getpid())
+
+
+def test_plain_spawn_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAIT_PROCESS_START", "spawn")
+    assert workers_of(R.parent_pid) == {os.getpid()}
+
+
+def test_idle_workers_exit_after_the_idle_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0.3")
+    pids = workers_of(R.slow_pid)
+    assert pids == _reuse.idle_pids()
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 3)  # the default is 5 s
+    assert not _reuse.idle_pids()
+    assert wait_until(lambda: IDLE_REAPER not in {t.name for t in threading.enumerate()}, 5)
+
+
+def test_idle_timeout_zero_turns_sharing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")
+    pids = workers_of(R.pid)
+    assert not _reuse.idle_pids()
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_shutdown_releases_the_workers_and_the_template() -> None:
+    pids = workers_of(R.pid)
+    template = _template.pid()
+    plait.shutdown()
+    assert not _reuse.idle_pids()
+    assert not any(pid_alive(p) for p in pids)
+    assert template not in direct_children(os.getpid())
+    assert workers_of(R.pid)  # a later call starts what it needs again
+
+
+def test_a_worker_that_timed_out_is_not_reused(tmp_path: Path) -> None:
+    items = [(i, str(tmp_path)) for i in range(6)]
+    outcomes = plait.map(
+        R.record_then_sleep,
+        items,
+        backend="process",
+        workers=2,
+        chunksize=1,
+        timeout=0.5,
+        errors="collect",
+    )
+    assert isinstance(outcomes[0].error, plait.TaskTimeout)
+    killed = recorded(tmp_path)
+    assert killed not in _reuse.idle_pids()
+    assert killed not in workers_of(R.slow_pid)
+
+
+def test_a_worker_that_crashed_is_not_reused(tmp_path: Path) -> None:
+    items = [(i, str(tmp_path)) for i in range(6)]
+    outcomes = plait.map(
+        R.record_then_die, items, backend="process", workers=2, chunksize=1, errors="collect"
+    )
+    assert isinstance(outcomes[0].error, plait.WorkerCrashed)
+    crashed = recorded(tmp_path)
+    assert crashed not in _reuse.idle_pids()
+    assert crashed not in workers_of(R.slow_pid)
+
+
+def test_a_stopped_run_hands_on_no_busy_worker(tmp_path: Path) -> None:
+    items = [(i, str(tmp_path)) for i in range(6)]
+    with pytest.raises(ValueError, match="stop the run"):
+        plait.map(R.record_then_fail, items, backend="process", workers=2, chunksize=1)
+    busy = recorded(tmp_path)
+    assert busy not in _reuse.idle_pids()
+    assert wait_until(lambda: not pid_alive(busy), 5), "the busy worker was not killed"
+    assert busy not in workers_of(R.slow_pid)
+
+
+@pytest.mark.parametrize(
+    "options", [{"initializer": os.getpid}, {"max_tasks_per_worker": 100}], ids=["init", "recycle"]
+)
+def test_initializer_and_recycling_runs_keep_private_workers(options: dict[str, object]) -> None:
+    pids = workers_of(R.pid, **options)
+    assert not _reuse.idle_pids()
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_a_pool_keeps_its_workers_to_itself() -> None:
+    with plait.Pool(backend="process", workers=2) as pool:
+        pool.map(R.pid, range(4))
+    assert not _reuse.idle_pids()
+
+
+def test_a_reused_worker_sees_the_parent_environment_and_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    workers_of(R.pid)
+    monkeypatch.setenv("PLAIT_REUSE_TEST", "later")
+    monkeypatch.chdir(tmp_path)
+    seen = plait.map(R.env_and_cwd, ["PLAIT_REUSE_TEST"] * 4, backend="process", workers=2)
+    assert set(seen) == {("later", str(tmp_path))}
+
+
+# --- the parent's end, in a subprocess ----------------------------------------------------
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import plait
+    import _reuse_tasks as R
+    from plait._backends import _template
+    pids = set(plait.map(R.slow_pid, range(8), backend="process", workers=2, chunksize=1))
+    print(*pids, _template.pid(), flush=True)
+    if sys.argv[1] == "wait":
+        time.sleep(60)
+    """
+)
+
+
+def _run_script(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], list[int]]:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert process.stdout is not None
+    pids = [int(p) for p in process.stdout.readline().split()]
+    assert len(pids) == 3, pids  # two workers and the template
+    return process, pids
+
+
+def test_no_worker_or_template_survives_a_normal_exit(tmp_path: Path) -> None:
+    process, pids = _run_script(tmp_path, "exit")
+    assert process.wait(timeout=30) == 0
+    assert process.stdout is not None
+    process.stdout.close()
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 5), [
+        p for p in pids if pid_alive(p)
+    ]
+
+
+def test_no_worker_or_template_survives_the_parent_sigkill(tmp_path: Path) -> None:
+    process, pids = _run_script(tmp_path, "wait")
+    try:
+        assert all(pid_alive(p) for p in pids)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), 5), [
+            p for p in pids if pid_alive(p)
+        ]
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_a_killed_template_is_replaced_and_its_workers_still_serve() -> None:
+    first = workers_of(R.slow_pid)
+    template = _template.pid()
+    assert template is not None
+    os.kill(template, signal.SIGKILL)
+    assert wait_until(lambda: _template.pid() != template, 5)
+    assert workers_of(R.slow_pid) == first  # idle, orphaned, still reused
+    plait.shutdown()
+    assert wait_until(lambda: not any(pid_alive(p) for p in first), 5)
+    assert len(workers_of(R.slow_pid)) == 2  # from a new template
+    assert _template.pid() not in (None, template)
+
+
+def test_many_calls_with_new_functions_run_on_the_same_workers() -> None:
+    first = workers_of(R.slow_pid)
+    for n in range(70):  # more functions than a worker caches (64)
+        assert plait.map(lambda x, n=n: x + n, [1, 2], backend="process", workers=2) == [
+            1 + n,
+            2 + n,
+        ]
+    assert workers_of(R.slow_pid) == first
+
+
+def test_a_function_the_worker_evicted_is_sent_again() -> None:
+    """A worker caches 64 functions; Pool.submit keeps one handle per function, so the 1st
+    function comes back after the worker dropped it: the parent mirrors the cache and resends."""
+    functions = [lambda x, n=n: x + n for n in range(70)]
+    with plait.Pool(backend="process", workers=1) as pool:
+        for n, fn in enumerate(functions):
+            assert pool.submit(fn, 1).result(timeout=30) == 1 + n
+        assert pool.submit(functions[0], 1).result(timeout=30) == 1
