@@ -199,8 +199,9 @@ AS_GOOD = 0.9  # auto within this share of the fastest row: recommended as it is
 
 def recommendation(runs: list[Run]) -> str:
     """The fastest row of the table (auto's included), how auto did, and what to write: the
-    same advice whenever auto chose the fastest configuration, however long its measuring took
-    in this run (that, and noise, are all that differ between the two rows)."""
+    same advice whenever auto chose the fastest configuration (however long its measuring took
+    in this run: that, and noise, are all that differ between the two rows) or came within
+    ``AS_GOOD`` of the fastest."""
     best = max(runs, key=lambda run: run.rate)
     lines = [f"Fastest: {best.label} ({best.rate:,.0f} items/s)."]
     auto = next((run for run in runs if run.backend == "auto"), None)
@@ -218,11 +219,9 @@ def recommendation(runs: list[Run]) -> str:
                "first calls, and noise)") if same else ""
         lines.append(f"auto chose {chosen.backend} x {chosen.workers}: {share:.0%} of the "
                      f"fastest{why}. Why: {chosen.reason}")
-    if same:
-        lines.append("Recommendation: plait.map(fn, items) (auto) finds the fastest configuration; "
-                     f"name it ({_named(chosen.backend, chosen.workers)}) to skip the measuring.")
-    elif share >= AS_GOOD:
-        lines.append("Recommendation: plait.map(fn, items) (auto) is as good as any.")
+    if same or share >= AS_GOOD:  # one advice, whichever row won by a hair in this run
+        lines.append("Recommendation: plait.map(fn, items) (auto) is as good as any; to skip its "
+                     f"measuring, name its choice ({_named(chosen.backend, chosen.workers)}).")
     else:
         lines.append(f"Recommendation: plait.map(fn, items, {_named(best.backend, best.workers)})")
     return "\n".join(lines)
