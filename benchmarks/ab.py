@@ -96,6 +96,37 @@ def _bytes_50mb() -> Any:
     return lambda: plait.map(len, [blob], backend="process")
 
 
+def _w5_server() -> list[str]:
+    """5,000 URLs of the W5 server (benchmarks/w5_http.py), started in a child process."""
+    import atexit
+
+    saved = list(sys.path)
+    import w5_http  # it puts its own checkout's src first on sys.path: undo that
+
+    sys.path[:] = saved
+    server, port = w5_http.start_server()
+    atexit.register(server.kill)
+    return [f"http://127.0.0.1:{port}/ok/{i}" for i in range(5000)]
+
+
+def _w5_fetch() -> Any:
+    import plait.http
+
+    urls = _w5_server()
+    return lambda: sum(r.ok for r in plait.http.fetch_all(urls, concurrency=100))
+
+
+def _w5_afetch() -> Any:
+    import plait.http
+
+    urls = _w5_server()
+
+    async def run() -> int:
+        return sum([r.ok async for r in plait.http.afetch_all(urls, concurrency=100)])
+
+    return lambda: asyncio.run(run())
+
+
 WORKLOADS: dict[str, Callable[[], Any]] = {
     "W1 process 200k tiny": _w1,
     "W1 auto 200k tiny": _w1_auto,
@@ -105,6 +136,8 @@ WORKLOADS: dict[str, Callable[[], Any]] = {
     "thread overhead 20k chunksize=1": _overhead,
     "200 small thread maps": _small_maps,
     "50 MB bytes to a process": _bytes_50mb,
+    "W5 fetch_all 5k GETs": _w5_fetch,
+    "W5 afetch_all 5k GETs": _w5_afetch,
 }
 
 

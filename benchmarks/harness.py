@@ -231,7 +231,7 @@ class Report:
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    """How big each workload is: the full sizes of BENCHMARKS.md, or a quick smoke run."""
+    """How big each workload is: the full sizes below, or a quick smoke run."""
 
     tiny_calls: int = 200_000
     cpu_calls: int = 64

@@ -8,10 +8,12 @@ sample (errors, empty and short inputs, infinite and failing generators).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -94,12 +96,19 @@ def test_microsecond_calls_run_inline() -> None:
 
 def test_waiting_calls_get_threads_sized_by_the_wait_ratio() -> None:
     d = decided(replace(BASE, sample=sample(per_call_s=0.02, cpu_share=0.05, calls=2)))
-    assert (d.backend, d.workers) == ("thread", 40)  # 2 cores / 5% CPU
+    assert (d.backend, d.workers) == ("thread", 32)  # 2 cores / 5% CPU = 40, to a power of 2
     assert "20.0 ms" in d.reason and "5%" in d.reason
     pure_wait = decided(replace(BASE, sample=sample(per_call_s=0.02, cpu_share=0.0)))
     assert pure_wait.workers == 256
     some_cpu = decided(replace(BASE, sample=sample(per_call_s=0.02, cpu_share=0.45)))
-    assert some_cpu.workers == 5
+    assert some_cpu.workers == 4  # 4.4
+    # a share measured at 0.9% one run and 1.1% the next: the same count
+    counts = {decided(replace(BASE, sample=sample(per_call_s=0.002, cpu_share=share))).workers
+              for share in (0.007, 0.009, 0.01)}
+    assert counts == {256}
+    counts = {decided(replace(BASE, sample=sample(per_call_s=0.002, cpu_share=share))).workers
+              for share in (0.012, 0.015, 0.02)}
+    assert counts == {128}
     few_left = decided(replace(BASE, length=10, sample=sample(per_call_s=0.02, cpu_share=0.0)))
     assert few_left.workers == 2  # 10 items, 8 already done
 
@@ -107,19 +116,42 @@ def test_waiting_calls_get_threads_sized_by_the_wait_ratio() -> None:
 def test_cpu_bound_calls_try_threads_then_go_to_processes() -> None:
     facts = replace(BASE, sample=sample(per_call_s=0.012))
     assert choose(facts) == "trial"
-    gil_bound = _probe.Trial(threads=2, calls=2, wall_s=0.024, parallel=1.0)
+    gil_bound = _probe.Trial(threads=2, calls=2, wall_s=0.024, parallel=1.0, overlap=1.0)
     facts = replace(facts, trial_tried=True, sample=sample(per_call_s=0.012, trial=gil_bound))
     assert choose(facts) == "pickle"
     d = decided(replace(facts, pickle_checked=True))
     assert (d.backend, d.workers, d.chunksize) == ("process", 2, None)
-    assert "12.0 ms" in d.reason and "only 1.0 ran at a time" in d.reason
+    assert "12.0 ms" in d.reason and "1.0 ran at the same time (they hold the GIL)" in d.reason
 
 
 def test_cpu_work_that_releases_the_gil_stays_in_threads() -> None:
-    free = _probe.Trial(threads=2, calls=4, wall_s=0.01, parallel=1.9)
+    # a busy machine: the 2 threads had 0.6 of a core, but they ran at the same time
+    free = _probe.Trial(threads=2, calls=4, wall_s=0.01, parallel=0.6, overlap=1.9)
     facts = replace(BASE, trial_tried=True, sample=sample(per_call_s=0.003, trial=free))
     d = decided(facts)
-    assert d.backend == "thread" and "1.9 ran at a time" in d.reason
+    assert d.backend == "thread" and "1.9 ran at the same time (they release" in d.reason
+
+
+@pytest.mark.parametrize(
+    ("threads", "parallel", "overlap", "blocked", "backend"),
+    [
+        (2, 1.9, 1.0, 0.0, "process"),  # one after another: parallel does not decide
+        (2, 0.3, 1.05, 0.0, "process"),
+        (2, 0.3, 1.06, 0.0, "thread"),  # at once, on a busy machine
+        (2, 1.0, 2.0, 0.24, "thread"),
+        (2, 1.0, 2.0, 0.25, "process"),  # at once, but handing the GIL back and forth
+        (4, 1.0, 0.9, 0.0, "process"),
+        (4, 1.0, 1.3, 0.0, "thread"),
+    ],
+)
+def test_the_gil_thresholds_of_the_trial(
+    threads: int, parallel: float, overlap: float, blocked: float, backend: str
+) -> None:
+    trial = _probe.Trial(threads=threads, calls=8, wall_s=0.03, parallel=parallel,
+                         overlap=overlap, blocked=blocked)
+    facts = replace(BASE, trial_tried=True, pickle_checked=True,
+                    sample=sample(per_call_s=0.01, trial=trial))
+    assert decided(facts).backend == backend
 
 
 def test_an_unpicklable_function_falls_back_to_threads_with_the_reason() -> None:
@@ -166,6 +198,10 @@ def test_given_workers_and_chunksize_are_kept() -> None:
 
 
 # --- the seed's four scenarios, measured -------------------------------------------------------
+
+
+def sha256_len(blob: bytes) -> int:
+    return len(hashlib.sha256(blob).digest())
 
 
 def cpu_loop(n: int) -> int:
@@ -455,7 +491,7 @@ def test_a_function_returning_coroutines_is_not_sampled_and_runs_on_asyncio() ->
 def test_the_thread_trial_keeps_order_and_runs_each_item_once() -> None:
     fn = Counting()
     first = _probe.take_sample(fn, range(200), stop_on_error=True)
-    first = replace(first, per_call_s=0.005)  # pretend: 2 calls per trial thread
+    first = replace(first, per_call_s=0.005, cpu_s=0.005 * first.calls)  # 2 calls per thread
     s = _probe.thread_trial(fn, first, threads=2)
     assert s.trial is not None and s.trial.threads == 2 and s.trial.calls == 4
     done = len(s.head.values)
@@ -465,10 +501,17 @@ def test_the_thread_trial_keeps_order_and_runs_each_item_once() -> None:
 
 
 def test_the_trial_tells_gil_bound_from_gil_free_work() -> None:
-    """Pure Python cannot keep two threads busy; time.sleep is not CPU work at all."""
+    """Pure Python holds the GIL; hashing a large buffer releases it. Real calls, real threads:
+    with a long switch interval, threads that hold the GIL run one after another, whatever
+    the load."""
     s = _probe.take_sample(cpu_loop, itertools.repeat(30_000, 50), stop_on_error=True)
     trial = _probe.thread_trial(cpu_loop, s, threads=2).trial
-    assert trial is not None and trial.parallel < 1.2  # the GIL: at most one at a time
+    assert trial is not None and trial.overlap <= 1.0 + 1e-6  # one after another
+    blob = b"x" * (8 << 20)
+    s = _probe.take_sample(sha256_len, itertools.repeat(blob, 50), stop_on_error=True)
+    trial = _probe.thread_trial(sha256_len, s, threads=2).trial
+    assert trial is not None and trial.overlap > _auto.OVERLAP_MIN
+    assert sys.getswitchinterval() == pytest.approx(0.005)  # the trial put it back
 
 
 def test_announce_logs_a_named_backend_without_measuring(caplog: pytest.LogCaptureFixture) -> None:

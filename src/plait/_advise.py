@@ -198,30 +198,37 @@ AS_GOOD = 0.9  # auto within this share of the fastest row: recommended as it is
 
 
 def recommendation(runs: list[Run]) -> str:
-    """The fastest row of the table (auto's included), how auto did, and what to write."""
+    """The fastest row of the table (auto's included), how auto did, and what to write: the
+    same advice whenever auto chose the fastest configuration (however long its measuring took
+    in this run: that, and noise, are all that differ between the two rows) or came within
+    ``AS_GOOD`` of the fastest."""
     best = max(runs, key=lambda run: run.rate)
     lines = [f"Fastest: {best.label} ({best.rate:,.0f} items/s)."]
     auto = next((run for run in runs if run.backend == "auto"), None)
-    if auto is not None and auto.decision is not None and best.rate > 0:
-        chose = f"auto chose {auto.decision.backend} x {auto.decision.workers}"
-        share = auto.rate / best.rate
-        if auto is best:
-            lines.append(f"{chose} and was the fastest. Why: {auto.decision.reason}")
-        else:
-            same = (best.backend, best.workers) == (auto.decision.backend, auto.decision.workers)
-            why = (" (the same configuration: the difference is the time auto spent timing the "
-                   "first calls, and noise)") if same else ""
-            lines.append(f"{chose}: {share:.0%} of the fastest{why}. "
-                         f"Why: {auto.decision.reason}")
-        if share >= AS_GOOD:
-            lines.append("Recommendation: plait.map(fn, items) (auto) is as good as any.")
-            return "\n".join(lines)
-    workers = "" if best.backend == "inline" else f", workers={best.workers}"
-    named = auto is not None and auto.decision is not None and (
-        (best.backend, best.workers) == (auto.decision.backend, auto.decision.workers))
-    why = " (auto's choice, named: nothing is measured first)" if named else ""
-    lines.append(f"Recommendation: plait.map(fn, items, backend={best.backend!r}{workers}){why}")
+    if auto is None or auto.decision is None or best.rate <= 0:
+        lines.append(f"Recommendation: plait.map(fn, items, {_named(best.backend, best.workers)})")
+        return "\n".join(lines)
+    chosen = auto.decision
+    share = auto.rate / best.rate
+    same = auto is best or (best.backend, best.workers) == (chosen.backend, chosen.workers)
+    if auto is best:
+        lines.append(f"auto chose {chosen.backend} x {chosen.workers} and was the fastest. "
+                     f"Why: {chosen.reason}")
+    else:
+        why = (" (the same configuration: the difference is the time auto spent timing the "
+               "first calls, and noise)") if same else ""
+        lines.append(f"auto chose {chosen.backend} x {chosen.workers}: {share:.0%} of the "
+                     f"fastest{why}. Why: {chosen.reason}")
+    if same or share >= AS_GOOD:  # one advice, whichever row won by a hair in this run
+        lines.append("Recommendation: plait.map(fn, items) (auto) is as good as any; to skip its "
+                     f"measuring, name its choice ({_named(chosen.backend, chosen.workers)}).")
+    else:
+        lines.append(f"Recommendation: plait.map(fn, items, {_named(best.backend, best.workers)})")
     return "\n".join(lines)
+
+
+def _named(backend: str, workers: int | None) -> str:
+    return f"backend={backend!r}" + ("" if backend == "inline" else f", workers={workers}")
 
 
 def svg_chart(runs: list[Run], title: str) -> str:

@@ -36,7 +36,8 @@ TINY_CALL_S = 20e-6  # below this a call costs less than handing it to a thread 
 IO_CPU_SHARE = 0.5  # calls that use the CPU less than half of their time mostly wait
 THREADS_MIN, THREADS_MAX = 4, 256  # worker bounds for threads sized from the wait ratio
 IO_HINT_THREADS = 64  # kind="io" without a measurement
-THREADS_SCALE = 0.6  # >= 0.6 n of n threads running at a time: the calls release the GIL
+OVERLAP_MIN = 1.05  # trial threads whose spans overlap more ran at once (GIL-bound ones: <= 1) ...
+BLOCKED_MAX = 0.25  # ... and if blocked less than this, the calls release the GIL
 PROCESS_START_S = 0.1  # starting the worker processes (2 workers: ~0.1 s measured)
 
 
@@ -136,7 +137,7 @@ def _measured(f: Facts, s: _probe.Sample) -> Decision | Need:
         workers = f.workers or _io_threads(f, s)
         return Decision("thread", workers, f.chunksize,
                         f"{calls}, only {share}: they mostly wait, so they run in threads, "
-                        f"{workers} at once ({f.cores} cores / CPU share, within "
+                        f"{workers} at once ({f.cores} cores / CPU share, to a power of 2, within "
                         f"{THREADS_MIN}-{THREADS_MAX} and the items left).")
     return _cpu_bound(f, s, f"{calls}, {share}")
 
@@ -148,16 +149,15 @@ def _cpu_bound(f: Facts, s: _probe.Sample, measured: str) -> Decision | Need:
     # 13. No GIL (free-threaded build): threads run Python in parallel without process costs.
     if not f.gil:
         return _cpu_threads(f, s, f"{measured}, and the GIL is off: they run in threads")
-    # 14. Do threads run these calls in parallel (C code that releases the GIL)? Try it.
+    # 14. Do the calls release the GIL (C code: hashing, compression, numpy)? Try it.
     if not f.trial_tried:
         return "trial"
     trial = s.trial
-    if trial is not None and trial.parallel >= THREADS_SCALE * trial.threads:
-        return _cpu_threads(f, s, f"{measured}; on {trial.threads} threads, {trial.parallel:.1f} "
-                                  "ran at a time (they release the GIL), so they run in threads")
+    if trial is not None and _releases_gil(trial):
+        return _cpu_threads(f, s, f"{measured}; {_on_threads(trial)} (they release the GIL), "
+                                  "so they run in threads")
     if trial is not None:
-        measured += (f"; on {trial.threads} threads, only {trial.parallel:.1f} ran at a time "
-                     "(they hold the GIL, or the machine is busy)")
+        measured += f"; {_on_threads(trial)} (they hold the GIL)"
     # 15. Too little work left to pay for starting processes.
     left = _left(f, s)
     if left is not None and left * (1 - 1 / f.cores) < PROCESS_START_S:
@@ -172,6 +172,18 @@ def _cpu_bound(f: Facts, s: _probe.Sample, measured: str) -> Decision | Need:
     workers = f.workers or _processes(f, s)
     return Decision("process", workers, f.chunksize, f"{measured}: they run in {workers} "
                                                      "processes, in chunks sized as they run.")
+
+
+def _releases_gil(trial: _probe.Trial) -> bool:
+    return trial.overlap > OVERLAP_MIN and trial.blocked < BLOCKED_MAX
+
+
+def _on_threads(trial: _probe.Trial) -> str:
+    """What the trial saw: how many of its threads ran at the same time, and how freely."""
+    seen = f"started on {trial.threads} threads at once, {trial.overlap:.1f} ran at the same time"
+    if trial.blocked >= BLOCKED_MAX:
+        seen += f" but waited for the GIL {_percent(trial.blocked)} of the time"
+    return seen
 
 
 def _cpu_hinted(f: Facts) -> Decision | Need:
@@ -205,9 +217,12 @@ def _cpu_threads(f: Facts, s: _probe.Sample | None, reason: str) -> Decision:
 
 
 def _io_threads(f: Facts, s: _probe.Sample) -> int:
-    """Threads that keep the cores busy while the others wait: cores / CPU share, bounded."""
-    wanted = math.ceil(f.cores / max(s.cpu_share, 1e-6))
-    workers = max(THREADS_MIN, min(THREADS_MAX, wanted))
+    """Threads that keep the cores busy while the others wait: cores / CPU share, to the
+    nearest power of two (a share of a few percent is measured to within a factor of two only:
+    1% one run, 2% the next), bounded."""
+    wanted = f.cores / max(s.cpu_share, 1e-6)
+    rounded = 1 << max(0, round(math.log2(wanted)))
+    workers = max(THREADS_MIN, min(THREADS_MAX, rounded))
     left = _left_items(f, s)
     return workers if left is None else max(1, min(workers, left))
 

@@ -1,11 +1,10 @@
-"""Where runs happen and where results go.
+"""Where runs happen: the event-loop threads of the sync API.
 
 Every run of the sync API (``plait.map``, ``imap``, ``fetch_all``) drives its scheduler on an
 event loop of its own, on a ``plait-loop`` thread leased for the run and shelved for reuse when
 the run ends. No two runs share a loop, so nothing one run does (a slow input, a task that
 blocks the loop, a stuck close) can slow or deadlock another one, and ``imap`` over ``imap``
-works. Results reach the caller's thread through a ``ThreadSink`` or, for ``amap``, a coroutine
-on the caller's loop through a ``LoopSink``.
+works. How results reach the caller is ``_sinks``'s concern.
 """
 
 from __future__ import annotations
@@ -14,12 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Iterator
-
-from ._scheduler import Entry, Window
 
 LOOP_THREAD_NAME = "plait-loop"
 MAX_IDLE_LOOPS = 2  # loops kept for the next runs; more concurrent runs start more
@@ -89,73 +83,3 @@ def _forget_loops_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_loops_after_fork)
-
-
-class _End:
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
-
-
-class ThreadSink:
-    """Entries batched once per loop iteration into a queue that a thread reads."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, window: Window) -> None:
-        self._loop = loop
-        self._window = window
-        self._queue: queue.SimpleQueue[list[Entry] | _End] = queue.SimpleQueue()
-        self._batch: list[Entry] = []
-
-    def put(self, entry: Entry) -> None:
-        if not self._batch:
-            self._loop.call_soon(self._flush)
-        self._batch.append(entry)
-
-    def _flush(self) -> None:
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self._queue.put(batch)
-
-    def close(self, error: BaseException | None) -> None:
-        self._flush()
-        self._queue.put(_End(error))
-
-    def __iter__(self) -> Iterator[Entry]:
-        while True:
-            batch = self._queue.get()
-            if isinstance(batch, _End):
-                if batch.error is not None:
-                    raise batch.error
-                return
-            for entry in batch:
-                yield entry
-                self._window.release()
-
-
-class LoopSink:
-    """Entries handed to a consumer coroutine on the same loop."""
-
-    def __init__(self, window: Window) -> None:
-        self._window = window
-        self._entries: deque[Entry | _End] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put(self, entry: Entry | _End) -> None:
-        self._entries.append(entry)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def close(self, error: BaseException | None) -> None:
-        self.put(_End(error))
-
-    async def __aiter__(self) -> AsyncIterator[Entry]:
-        while True:
-            while not self._entries:
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-            entry = self._entries.popleft()
-            if isinstance(entry, _End):
-                if entry.error is not None:
-                    raise entry.error
-                return
-            yield entry
-            self._window.release()

@@ -79,7 +79,8 @@ def _add_demo(sub: Any) -> None:
         "demo", help="time the four scenarios of a guide to threads, processes and asyncio in "
         "Python with every approach",
         description="Runs the four scenarios of a guide to threads, processes and asyncio in "
-        "Python, the guide plait grew from (many API calls, reading large files, CPU-heavy "
+        "Python (the DEV Community article \"Concurrency and Parallelism in Python\", which "
+        "plait grew from: many API calls, reading large files, CPU-heavy "
         "computations, background tasks), with every approach, on this machine, and prints the "
         "measured times and which approach auto chose.",
     )

@@ -1,9 +1,9 @@
 """``plait demo``: the "choosing the right approach" table of a guide to threads, processes
-and asyncio in Python (the guide plait grew from), measured on this machine.
+and asyncio in Python (``GUIDE``: the article plait grew from), measured on this machine.
 
 Four scenarios, each run with every approach, timed, and compared with what ``backend="auto"``
-chose for the same function, in the same rounds (auto's choice in each run is shown; on a busy
-machine it can differ between runs, see ``_probe.Trial``):
+chose for the same function, in the same rounds (auto's choice in each run is shown, and how
+often each when runs chose differently):
 
 - many API calls: GETs to a real aiohttp server that the demo starts on 127.0.0.1 (a child
   process, with a simulated 20 ms of latency per call): asyncio + aiohttp, threads + urllib,
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._advise import capture_decisions
 from ._backends import cpu_count, default_workers
@@ -114,14 +114,16 @@ def cpu_task(n: int) -> int:
 
 
 def calibrate(target_s: float) -> int:
-    """The loop count that makes ``cpu_task`` take about ``target_s`` here."""
+    """The loop count that makes ``cpu_task`` take about ``target_s`` of CPU time here (CPU,
+    not wall time: on a busy machine the wall time of a call is partly time queued for a CPU,
+    and loops sized by it would be too short)."""
     loops = 20_000
     timings = []
     for _ in range(5):
-        start = time.perf_counter()
+        start = time.thread_time()
         cpu_task(loops)
-        timings.append(time.perf_counter() - start)
-    return max(1, round(loops * target_s / _median(timings)))
+        timings.append(time.thread_time() - start)
+    return max(1, round(loops * target_s / max(_median(timings), 1e-6)))
 
 
 def background_job(seconds: float) -> int:
@@ -177,6 +179,22 @@ def _auto_label(decisions: list[Decision]) -> str:
     if len(counts) == 1:
         return f"plait auto (chose {decisions[0].backend} x {decisions[0].workers})"
     return "plait auto (chose " + ", ".join(f"{b} {n}x" for b, n in counts.most_common()) + ")"
+
+
+Pooled = Literal["thread", "process"]
+_POOL_LABELS = {"thread": "threads", "process": "processes"}
+
+
+def _pools(fn: Callable[[Any], Any], items: list[Any], *backends: Pooled) -> list[Approach]:
+    """``plait.map`` on each of ``backends`` with its default workers, in that order, then a
+    plain loop."""
+    import plait
+
+    def on(backend: Pooled) -> Approach:
+        return (_POOL_LABELS[backend], backend, default_workers(backend),
+                lambda: plait.map(fn, items, backend=backend))
+
+    return [*map(on, backends), ("one after another", "inline", 1, lambda: [fn(x) for x in items])]
 
 
 # --- scenario 1: many API calls -------------------------------------------------------------
@@ -326,13 +344,8 @@ def reading_files(sizes: Sizes) -> Scenario:
     )
     with large_files(sizes.files, sizes.file_mib) as paths:
         [sha256_file(path) for path in paths[:2]]  # warm up
-        _measure(scenario, [
-            ("threads", "thread", default_workers("thread"),
-             lambda: plait.map(sha256_file, paths, backend="thread")),
-            ("processes", "process", default_workers("process"),
-             lambda: plait.map(sha256_file, paths, backend="process")),
-            ("one after another", "inline", 1, lambda: [sha256_file(path) for path in paths]),
-        ], lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
+        _measure(scenario, _pools(sha256_file, paths, "thread", "process"),
+                 lambda: plait.map(sha256_file, paths, explain=True), sizes.repeats)
     return scenario
 
 
@@ -348,13 +361,8 @@ def cpu_heavy(sizes: Sizes) -> Scenario:
         "processes",
     )
     work = [calibrate(sizes.cpu_call_s)] * sizes.cpu_calls
-    _measure(scenario, [
-        ("processes", "process", default_workers("process"),
-         lambda: plait.map(cpu_task, work, backend="process")),
-        ("threads", "thread", default_workers("thread"),
-         lambda: plait.map(cpu_task, work, backend="thread")),
-        ("one after another", "inline", 1, lambda: [cpu_task(n) for n in work]),
-    ], lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
+    _measure(scenario, _pools(cpu_task, work, "process", "thread"),
+             lambda: plait.map(cpu_task, work, explain=True), sizes.repeats)
     return scenario
 
 
@@ -520,7 +528,8 @@ def report(scenarios: list[Scenario], sizes: Sizes, load: float | None = None) -
     return "\n".join(lines)
 
 
-GUIDE = "a guide to threads, processes and asyncio in Python (the guide plait grew from)"
+GUIDE = ("a guide to threads, processes and asyncio in Python (the DEV Community article "
+         "\"Concurrency and Parallelism in Python\", which plait grew from)")
 
 
 def _all_rows(scenario: Scenario) -> list[Row]:
@@ -573,8 +582,7 @@ def _load_note(load: float | None) -> str:
     if load is None or load < 0.75 * cpu_count():
         return ""
     return (f"Note: the load average was {load:.1f} on {cpu_count()} cores when the demo began: "
-            "other work competed for them, so these times are noisy, and auto's trial of threads "
-            "cannot see them run in parallel.")
+            "other work competed for them, so these times are noisy.")
 
 
 def _scenario_lines(scenario: Scenario, width: int) -> list[str]:

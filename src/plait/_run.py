@@ -14,13 +14,14 @@ from typing import Any
 from . import _backends
 from ._backends._base import Backend, ChunkResult, is_async_callable
 from ._backends._pool import QueuePool
-from ._bridge import LoopSink, LoopThread, ThreadSink, give_back, lease_loop
+from ._bridge import LoopThread, give_back, lease_loop
 from ._chunks import Chunker, Source
 from ._options import Options, policies_given
 from ._policies import Policies
 from ._progress import Bar, NoProgress, progress
 from ._results import expand
-from ._scheduler import Entry, Scheduler, Sink, Window
+from ._scheduler import Entry, Scheduler, Window
+from ._sinks import ListSink, LoopSink, Sink, ThreadSink
 
 _CANCEL_WAIT_S = 2.0
 
@@ -136,7 +137,7 @@ def _policies(options: Options) -> Policies:
 
 
 def _scheduler(
-    plan: Plan, sink_for: Callable[[Window], Sink], loop: asyncio.AbstractEventLoop
+    plan: Plan, sink_for: Callable[[Window], Sink[Entry]], loop: asyncio.AbstractEventLoop
 ) -> Scheduler:
     opts = plan.options
     window = Window(max(2, 2 * plan.backend.workers), loop)
@@ -185,10 +186,10 @@ def _run_on_loop(plan: Plan) -> Iterator[Any]:
 
 def _stream_on(lease: LoopThread, plan: Plan) -> Iterator[Any]:
     loop = lease.loop
-    sinks: list[ThreadSink] = []
+    sinks: list[ThreadSink[Entry]] = []
 
-    def sink_for(window: Window) -> ThreadSink:
-        sinks.append(ThreadSink(loop, window))
+    def sink_for(window: Window) -> ThreadSink[Entry]:
+        sinks.append(ThreadSink(loop, window.release))
         return sinks[0]
 
     scheduler = _scheduler(plan, sink_for, loop)
@@ -304,10 +305,10 @@ def _inline_steps(plan: Plan) -> Iterator[tuple[list[Any], BaseException | None]
 
 async def run_async(plan: Plan) -> AsyncIterator[Any]:
     loop = asyncio.get_running_loop()
-    sinks: list[LoopSink] = []
+    sinks: list[LoopSink[Entry]] = []
 
-    def sink_for(window: Window) -> LoopSink:
-        sinks.append(LoopSink(window))
+    def sink_for(window: Window) -> LoopSink[Entry]:
+        sinks.append(LoopSink(window.release))
         return sinks[0]
 
     task = loop.create_task(_scheduler(plan, sink_for, loop).run())
@@ -461,64 +462,36 @@ def _collect_on(lease: LoopThread, plan: Plan) -> tuple[list[Any], BaseException
         raise
 
 
-class _ListSink:
-    """plait.map's sink: results go straight into one list on the loop, no consumer task."""
-
-    def __init__(self, window: Window, plan: Plan, bar: NoProgress | Bar) -> None:
-        self._window = window
-        self._errors = plan.options.errors
-        self._plain = self._errors != "collect"  # no Outcome to make
-        self._bar = bar
-        self.values: list[Any] = []
-        self.error: BaseException | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def put(self, entry: Entry) -> None:
-        self._window.release()  # nothing streams: the window only paces the input
-        if self.error is not None:
-            return
-        result = entry[1]
-        if not result.errors and self._plain:  # plait.map's hot path: values as they are
-            self._bar.update(len(result.values))
-            self.values.extend(result.values)
-            return
-        values, error = consume(entry, self._errors, self._bar)
-        self.values.extend(values)
-        if error is not None:
-            self.close(error)
-            if self.task is not None:
-                self.task.cancel()  # errors="raise": stop at once, as imap would
-
-    def close(self, error: BaseException | None) -> None:
-        if self.error is None and error is not None:
-            self.error = error
-
-
 async def collect_async(plan: Plan) -> tuple[list[Any], BaseException | None]:
     """The results, and the error that stopped the run (returned: raising a StopIteration from
     a coroutine would turn it into a RuntimeError)."""
     loop = asyncio.get_running_loop()
     bar = progress(plan.options.progress, plan.length, "plait")
-    sinks: list[_ListSink] = []
+    errors = plan.options.errors
+    sinks: list[ListSink] = []
 
-    def sink_for(window: Window) -> _ListSink:
-        sinks.append(_ListSink(window, plan, bar))
+    def step(entry: Entry) -> tuple[list[Any], BaseException | None]:
+        return consume(entry, errors, bar)
+
+    def sink_for(window: Window) -> ListSink:
+        sinks.append(ListSink(window.release, bar, errors != "collect", step))
         return sinks[0]
 
     scheduler = _scheduler(plan, sink_for, loop)
     sink = sinks[0]
+    task: asyncio.Task[None] | None = None
     interrupted: BaseException | None = None
     try:
         if plan.head is not None:
-            sink.put((0, plan.head))
-            sink._window.acquire_nowait()  # the head took no slot: give back what put released
+            sink.put((0, plan.head), took_slot=False)
         if sink.error is None:
-            sink.task = loop.create_task(scheduler.run())
-            await asyncio.wait({sink.task})
+            task = loop.create_task(scheduler.run())
+            sink.on_error = task.cancel  # errors="raise": stop at once, as imap would
+            await asyncio.wait({task})
     except BaseException as exc:
         interrupted = exc
-        if sink.task is not None:
-            sink.task.cancel()
+        if task is not None:
+            task.cancel()
         raise
     finally:
         bar.close()

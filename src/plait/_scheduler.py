@@ -10,20 +10,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 from ._backends import REGISTRY
 from ._backends._base import Backend, ChunkResult, is_async_callable, reraise_stop
 from ._chunks import Source
 from ._exceptions import TaskTimeout
 from ._policies import Policies
+from ._sinks import Sink
 
 Entry = tuple[int, ChunkResult]  # (index of the chunk's first item, its results)
-
-
-class Sink(Protocol):
-    def put(self, entry: Entry) -> None: ...
-    def close(self, error: BaseException | None) -> None: ...
 
 
 class Window:
@@ -83,7 +79,7 @@ class Scheduler:
         backend: Backend,
         handle: Any,
         source: Source,
-        sink: Sink,
+        sink: Sink[Entry],
         window: Window,
         *,
         ordered: bool,
