@@ -5,6 +5,7 @@ requests in flight), hosts sharded across the workers."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -82,3 +83,67 @@ def test_an_endless_input_is_read_one_block_at_a_time(server: Server) -> None:
     stream.close()  # type: ignore[attr-defined]
     assert [r.index for r in first] == [0, 1, 2]
     assert pulled <= 5 * _dask_fetch.BLOCKS_IN_FLIGHT + 1
+
+
+# --- the public doors: fetch_all(backend="dask") and plait fetch --backend dask --------------
+
+
+def _transitions(address: str) -> int:
+    """How many task transitions the scheduler has made: it grows only when work runs there."""
+    from distributed import Client
+
+    with Client(address) as client:
+        count: int = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.transition_counter
+        )
+    return count
+
+
+def test_fetch_all_on_the_cluster_with_the_per_host_limit(
+    server: Server, dask_cluster: DaskCluster
+) -> None:
+    from plait.http import fetch_all
+
+    server.clear()
+    before = _transitions(dask_cluster.address)
+    urls = [server.url(f"/slow?s=0.05&i={i}") for i in range(12)]
+    responses = list(fetch_all(urls, backend="dask", per_host=2, concurrency=20))
+    assert [r.url for r in responses] == urls and all(r.ok for r in responses)
+    assert server.max_in_flight == 2  # held for the whole cluster, not per worker
+    assert _transitions(dask_cluster.address) > before  # the shards ran on the cluster
+
+
+def test_fetch_all_refuses_an_unknown_backend_and_a_stray_address() -> None:
+    from plait.http import fetch_all
+
+    with pytest.raises(ValueError, match="'asyncio' or 'dask'"):
+        fetch_all(["http://127.0.0.1:1/"], backend="thread")
+    with pytest.raises(TypeError, match="backend='dask'"):
+        fetch_all(["http://127.0.0.1:1/"], address="tcp://127.0.0.1:1")
+    with pytest.raises(ValueError):  # options are checked before the cluster is reached
+        fetch_all(["http://127.0.0.1:1/"], backend="dask", concurrency=0)
+
+
+def test_cli_fetch_on_the_cluster_resumes(
+    server: Server, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    urls = [server.url(f"/ok/{i}") for i in range(6)]
+    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"url": urls[0], "status": 200}) + "\n")  # a run cut short
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run(
+        [sys.executable, "-m", "plait", "fetch", str(tmp_path / "urls.txt"), "-o", str(out),
+         "--resume", "--backend", "dask", "--address", dask_cluster.address, "-q"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env=dict(os.environ, PYTHONPATH=src),
+    )
+    assert done.returncode == 0, done.stderr
+    recorded = [json.loads(line)["url"] for line in out.read_text().splitlines()]
+    assert sorted(recorded) == sorted(urls)  # each URL exactly once: the first was skipped
+    assert all(json.loads(line)["status"] == 200 for line in out.read_text().splitlines())

@@ -52,6 +52,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="skip URLs already recorded in the output file, append the rest")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar and no summary on stderr")
+    parser.add_argument("--backend", choices=("asyncio", "dask"), default="asyncio",
+                        help="dask: shard the URLs by host over a Dask cluster's workers")
+    parser.add_argument("--address", default=None,
+                        help="the Dask scheduler (default: as Dask finds it; see docs/dask.md)")
     parser.set_defaults(handler=run)
     return parser
 
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.output is None:
         print("plait fetch: --resume needs -o FILE (the results to resume)", file=sys.stderr)
         return EXIT_USAGE
-    from .http import afetch_all
+    from .http import afetch_all, fetch_all
 
     try:
         done = recorded_urls(args.output) if args.resume else set()
@@ -75,12 +79,18 @@ def run(args: argparse.Namespace) -> int:
         _close(source, sys.stdout)
         print(f"plait fetch: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    options: dict[str, Any] = dict(
+        concurrency=args.concurrency, per_host=args.per_host, rate=args.rate,
+        retries=args.retries, timeout=args.timeout, read="none",
+    )
     try:
-        results = afetch_all(
-            _skipping(read_urls(source), done), concurrency=args.concurrency,
-            per_host=args.per_host, rate=args.rate, retries=args.retries, timeout=args.timeout,
-            ordered=False, read="none", progress=not args.quiet,
-        )
+        urls = _skipping(read_urls(source), done)
+        if args.backend == "dask":
+            results: Iterator[Any] | AsyncIterator[Any] = fetch_all(
+                urls, backend="dask", address=args.address, **options
+            )
+        else:
+            results = afetch_all(urls, ordered=False, progress=not args.quiet, **options)
     except (OSError, ValueError, ImportError) as exc:
         _close(source, out)
         print(f"plait fetch: {exc}", file=sys.stderr)
@@ -102,17 +112,22 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
-def _drain(results: AsyncIterator[Any], out: IO[str], summary: Summary) -> None:
+def _drain(results: Iterator[Any] | AsyncIterator[Any], out: IO[str], summary: Summary) -> None:
     """Write each result as it comes, flushed at once (a kill loses no finished line).
 
     The run and the writing share one event loop in this thread: no hand-off to a consumer
     thread, which measurably costs throughput (see benchmarks/w5_http.py)."""
 
+    if isinstance(results, Iterator):  # the cluster's stream
+        for response in results:
+            _write(response, out, summary)
+        return
+
+    stream: AsyncIterator[Any] = results
+
     async def drain() -> None:
-        async for response in results:
-            out.write(json.dumps(result_line(response)) + "\n")
-            out.flush()
-            summary.add(response)
+        async for response in stream:
+            _write(response, out, summary)
 
     try:
         asyncio.get_running_loop()
@@ -121,6 +136,12 @@ def _drain(results: AsyncIterator[Any], out: IO[str], summary: Summary) -> None:
         return
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called inside a running loop
         pool.submit(asyncio.run, drain()).result()
+
+
+def _write(response: Any, out: IO[str], summary: Summary) -> None:
+    out.write(json.dumps(result_line(response)) + "\n")
+    out.flush()
+    summary.add(response)
 
 
 def result_line(response: Any) -> dict[str, Any]:

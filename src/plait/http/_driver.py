@@ -21,7 +21,13 @@ _CANCEL_WAIT_S = 5.0
 
 
 def fetch_all(
-    requests: Iterable[str | Request], /, **options: Any
+    requests: Iterable[str | Request],
+    /,
+    *,
+    backend: str = "asyncio",
+    address: str | None = None,
+    client: Any = None,
+    **options: Any,
 ) -> Generator[Response, None, None]:
     """Fetch every URL or ``Request`` at once; yield one ``Response`` per input as a stream.
 
@@ -44,6 +50,10 @@ def fetch_all(
         error_for_status=True  a final status >= 400 sets ``error`` (HTTPStatusError)
         progress=False    a progress bar on stderr with done/failed/retrying counts
         clock=None        the time source of backoff, rate and pauses (tests pass a FakeClock)
+        backend="asyncio" or "dask": shard the URLs by host over a Dask cluster's workers, each
+                          running this fetcher (``address=`` / ``client=`` pick the cluster, as
+                          for ``plait.map``); ``concurrency`` is split between the shards, and
+                          ``per_host`` and ``rate`` hold for the whole cluster (docs/dask.md)
 
     Workers take inputs in order and wait at their host's gate, so a long run of URLs to one
     capped host (``per_host``, ``rate``, a Retry-After pause) holds workers that could serve
@@ -55,9 +65,25 @@ def fetch_all(
     if hasattr(requests, "__aiter__"):
         raise TypeError("fetch_all takes an iterable; for an async iterable use afetch_all")
     source = iter(requests)
-    config = make_config(**options)
+    config = make_config(**options)  # every option checked before anything runs
+    if backend == "dask":
+        return _on_cluster(source, address, client, options)
+    if backend != "asyncio":
+        raise ValueError(f"fetch_all runs on backend='asyncio' or 'dask', not {backend!r}")
+    if address is not None or client is not None:
+        raise TypeError("address= and client= pick a Dask cluster: pass backend='dask' too")
     engine_type = _engine_type()
     return _stream(engine_type(config), source)
+
+
+def _on_cluster(
+    source: Iterator[str | Request], address: str | None, client: Any, options: dict[str, Any]
+) -> Generator[Response, None, None]:
+    from .._backends import info
+    from .._dask_fetch import fetch_on_cluster
+
+    info("dask").check_available()  # BackendUnavailable naming pip install 'plait[dask]'
+    yield from fetch_on_cluster(source, address=address, client=client, **options)
 
 
 def afetch_all(
