@@ -175,7 +175,7 @@ def run(name: str, max_children: int, again: bool = False) -> dict[str, int]:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     started = time.monotonic()
     with open(folder / "mutmut.log", "w") as log:  # its progress output: for a failed run
-        subprocess.run(
+        done = subprocess.run(
             [str(mutmut), "run", "--max-children", str(max_children), *rerun], cwd=folder,
             env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
         )
@@ -183,10 +183,16 @@ def run(name: str, max_children: int, again: bool = False) -> dict[str, int]:
         _keep_old(folder, old, set(rerun))
     counts = _counts(folder)
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
-    tested = killed + counts.get("survived", 0)
+    # a mutant mutmut did not get to is not a killed one: it counts against the score
+    tested = killed + counts.get("survived", 0) + counts.get("not checked", 0)
     score = 100.0 * killed / tested if tested else 0.0
     took = time.monotonic() - started
     print(f"{name:16} score {score:5.1f}%  {counts}  ({took / 60:.1f} min)", flush=True)
+    if done.returncode != 0 or counts.get("not checked"):
+        print(f"    INCOMPLETE: mutmut exited with {done.returncode} and left "
+              f"{counts.get('not checked', 0)} mutants unchecked; see {folder / 'mutmut.log'} "
+              "(e.g. 'failed to collect stats': a selected test fails without any mutant)",
+              flush=True)
     for survivor in _survivors(folder):
         print(f"    survived or untested: {survivor}", flush=True)
     return counts

@@ -72,15 +72,6 @@ def test_the_graph_sees_relative_and_lazy_imports() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-# The one known cycle, lazy on one side: _exceptions loads WorkerCrashed on first use for
-# ``from .._exceptions import WorkerCrashed`` in _backends/_process.py. It goes once that import
-# names _worker_crashed and _exceptions drops its __getattr__.
-KNOWN = {("plait._exceptions", "plait._worker_crashed")}
-
-
 def test_no_import_cycles_in_plait() -> None:
-    graph = import_graph()
-    for importer, imported_module in KNOWN:
-        graph[importer].discard(imported_module)
-    cycle = find_cycle(graph)
+    cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

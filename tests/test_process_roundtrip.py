@@ -203,7 +203,7 @@ def test_worker_crashed_is_one_class_loaded_on_first_use() -> None:
 import sys
 import plait
 assert "concurrent.futures.process" not in sys.modules
-from plait._exceptions import WorkerCrashed
+from plait._worker_crashed import WorkerCrashed
 from concurrent.futures.process import BrokenProcessPool
 assert plait.WorkerCrashed is WorkerCrashed and "WorkerCrashed" in plait.__all__
 assert WorkerCrashed.__mro__[1:3] == (plait.PlaitError, BrokenProcessPool)

@@ -23,7 +23,6 @@ from ._lifetime import shutdown as shutdown
 from ._outcome import Outcome as Outcome
 
 if _typing.TYPE_CHECKING:  # loaded on first use, see __getattr__
-    from ._exceptions import WorkerCrashed as WorkerCrashed
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import StageOutcome as StageOutcome
     from ._pipeline import pipeline as pipeline
@@ -32,6 +31,7 @@ if _typing.TYPE_CHECKING:  # loaded on first use, see __getattr__
     from ._tasks import cancelled as cancelled
     from ._tasks import every as every
     from ._tasks import spawn as spawn
+    from ._worker_crashed import WorkerCrashed as WorkerCrashed
 
 # Background tasks and pipelines bring asyncio with them: imported on first use.
 _LAZY = {
@@ -79,7 +79,7 @@ def __getattr__(name: str) -> object:
     """``plait.http`` (it brings aiohttp's world with it) and ``plait.testing`` are imported
     on first use. So is ``WorkerCrashed``: its stdlib base class imports multiprocessing."""
     if name == "WorkerCrashed":
-        from ._exceptions import WorkerCrashed
+        from ._worker_crashed import WorkerCrashed
 
         globals()[name] = WorkerCrashed
         return WorkerCrashed

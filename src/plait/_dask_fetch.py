@@ -58,7 +58,8 @@ def fetch_shard(requests: list[Any], options: dict[str, Any], _after: Any = None
     block of this shard, only waited for)."""
     from multidict import CIMultiDict
 
-    from plait.http import fetch_all
+    from plait.http._driver import fetch_all  # this machine's fetch (plait.http's own
+    # fetch_all may shard: _dask_fetch is below it)
 
     responses = list(fetch_all(requests, **options))
     for response in responses:  # aiohttp's read-only view does not pickle; a copy does

@@ -18,11 +18,6 @@ of ``import plait``, and of a worker's start-up).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._worker_crashed import WorkerCrashed as WorkerCrashed
-
 
 class PlaitError(Exception):
     """Base class of the errors that plait raises itself."""
@@ -38,14 +33,6 @@ class SerializationError(PlaitError):
 
 class TaskTimeout(PlaitError, TimeoutError):
     """The task ran longer than its timeout and was stopped."""
-
-
-def __getattr__(name: str) -> object:
-    if name == "WorkerCrashed":
-        from ._worker_crashed import WorkerCrashed
-
-        return WorkerCrashed
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -28,7 +28,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._exceptions import SerializationError, WorkerCrashed
+from .._exceptions import SerializationError
+from .._worker_crashed import WorkerCrashed
 from ._base import ChunkResult, all_failed, blocking_callable, timed_out
 from ._dask_cluster import connect, in_flight, total_threads
 from ._dask_task import decode, dumps, run_remote

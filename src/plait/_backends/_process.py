@@ -32,7 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import SerializationError, WorkerCrashed, describe_exit
+from .._exceptions import SerializationError, describe_exit
+from .._worker_crashed import WorkerCrashed
 from . import _reuse, _template
 from ._base import ChunkResult, all_failed, blocking_callable, timed_out
 from ._pool import QueuePool
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 _fn_ids = itertools.count(1)
 _ABANDON_CHECK_S = 0.05  # how often a running chunk checks that its run still wants it
+_HAVE_PROC = os.path.isdir("/proc/self")  # Linux: a pid missing there has ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,8 @@ class WorkerProcess:
         try:
             with open(f"/proc/{self.popen.pid}/stat", "rb") as stat:
                 state = stat.read().rpartition(b")")[2].split()[0]
+        except FileNotFoundError:  # gone: the template may reap it before it reports the exit
+            return not _HAVE_PROC
         except (OSError, IndexError):
             return True
         return state not in (b"Z", b"X")

@@ -36,7 +36,7 @@ fetch starts.
 from __future__ import annotations
 
 from .._retry import Backoff
-from ._driver import afetch_all, fetch_all
+from ._driver import afetch_all
 from ._errors import (
     BodyTooLarge,
     ConnectionFailed,
@@ -48,6 +48,7 @@ from ._errors import (
     RequestTimeout,
     TooManyOpenFiles,
 )
+from ._fetch import fetch_all
 from ._messages import Request, Response
 
 __all__ = [
