@@ -79,6 +79,10 @@ class DaskBackend:
         else:  # at most one per thread, so that a timed task does not wait behind another
             async with self._timed_slot():
                 reply = await self._submit(handle, payload, timeout_s)
+        if len(items) == 1 and isinstance(reply, WorkerCrashed) and not self._cancelled:
+            # Dask also counts a worker's death against the tasks that merely ran beside the
+            # one that killed it: one more try tells such a bystander from the culprit.
+            reply = await self._submit(handle, payload, timeout_s)
         if isinstance(reply, bytes):
             try:
                 return ChunkResult(*decode(reply))
