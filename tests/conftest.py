@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -31,6 +32,12 @@ LOOP_THREAD = "plait-loop"
 LEAK_GRACE_S = 1.0
 SESSION_CHILDREN: set[int] = set()  # started once for the session (the Dask cluster): not leaks
 IDLE_REAPER = "plait-idle-workers"  # ends the shared idle workers; gone with plait.shutdown()
+
+# A shell that starts the suite in the background (`./dev test &`) ignores SIGINT, and programs
+# the tests start would inherit that and never see the Ctrl-C the tests send them. A handler
+# (unlike SIG_IGN) is reset at exec, so each child starts with Python's own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # --- processes and threads, read from the system -------------------------------------------
