@@ -107,6 +107,21 @@ def all_failed(count: int, error: BaseException, elapsed_s: float = 0.0) -> Chun
     return ChunkResult([None] * count, dict.fromkeys(range(count), error), elapsed_s)
 
 
+def around_failed(
+    count: int, bad: dict[int, BaseException], good: list[int], sub: ChunkResult | None
+) -> ChunkResult:
+    """A chunk of ``count`` items whose ``bad`` ones failed before running (they cannot be
+    pickled, say) and whose ``good`` ones ran as ``sub``, in that order."""
+    values: list[Any] = [None] * count
+    errors: dict[int, BaseException] = dict(bad)
+    for position, i in enumerate(good):
+        assert sub is not None
+        values[i] = sub.values[position]
+        if sub.errors and position in sub.errors:
+            errors[i] = sub.errors[position]
+    return ChunkResult(values, errors, sub.elapsed_s if sub else 0.0)
+
+
 def timed_out(count: int, timeout_s: float, how: str) -> ChunkResult:
     """A chunk whose every item ran past its timeout."""
     from .._exceptions import TaskTimeout

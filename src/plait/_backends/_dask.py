@@ -30,7 +30,7 @@ from typing import Any
 
 from .._exceptions import SerializationError
 from .._worker_crashed import WorkerCrashed
-from ._base import ChunkResult, all_failed, blocking_callable, timed_out
+from ._base import ChunkResult, all_failed, around_failed, blocking_callable, timed_out
 from ._dask_cluster import connect, in_flight, total_threads
 from ._dask_task import decode, dumps, run_remote
 
@@ -139,14 +139,7 @@ class DaskBackend:
         """Run the items that can be pickled; the others fail with their SerializationError."""
         good = [i for i in range(len(items)) if i not in bad]
         sub = await self.run(handle, [items[i] for i in good], timeout_s) if good else None
-        values: list[Any] = [None] * len(items)
-        errors: dict[int, BaseException] = dict(bad)
-        for position, i in enumerate(good):
-            assert sub is not None
-            values[i] = sub.values[position]
-            if sub.errors and position in sub.errors:
-                errors[i] = sub.errors[position]
-        return ChunkResult(values, errors, sub.elapsed_s if sub else 0.0)
+        return around_failed(len(items), bad, good, sub)
 
     def close(self, *, cancel: bool = False, wait: bool | float = True) -> None:
         """The cluster is not ours to stop; ``cancel`` drops the chunks still on it."""

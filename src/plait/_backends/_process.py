@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import SerializationError, describe_exit
 from .._worker_crashed import WorkerCrashed
 from . import _reuse, _template
-from ._base import ChunkResult, all_failed, blocking_callable, timed_out
+from ._base import ChunkResult, all_failed, around_failed, blocking_callable, timed_out
 from ._pool import QueuePool
 from ._wire import (
     CONTEXT,
@@ -462,14 +462,7 @@ def _merge_bad(
     """Run the picklable items of a chunk; the others fail with their SerializationError."""
     good = [i for i in range(len(items)) if i not in bad]
     sub = backend._run_isolated(slot, handle, [items[i] for i in good], timeout_s) if good else None
-    values: list[Any] = [None] * len(items)
-    errors: dict[int, BaseException] = dict(bad)
-    for position, i in enumerate(good):
-        assert sub is not None
-        values[i] = sub.values[position]
-        if sub.errors and position in sub.errors:
-            errors[i] = sub.errors[position]
-    return ChunkResult(values, errors, sub.elapsed_s if sub else 0.0)
+    return around_failed(len(items), bad, good, sub)
 
 
 def _concat(parts: list[ChunkResult]) -> ChunkResult:
