@@ -14,11 +14,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from peers import joblib_map  # noqa: E402
-from suites_cpu import temp_files  # noqa: E402
-from workloads import hash_file  # noqa: E402
+from peers import joblib_map
+from suites_cpu import temp_files
+from workloads import hash_file
 
-import plait  # noqa: E402
+import plait
 
 
 def main() -> None:
