@@ -15,7 +15,9 @@ import time
 
 from . import cpu_count
 
-CHECK_S = 0.005  # how long a measurement lasts: the ramp-up delay for calls that wait
+CHECK_S = 0.002  # how often to look: the ramp-up delay for calls that wait
+_MEASURE_S = 0.005  # how long a measurement lasts, unless the threads plainly wait
+_STALL_S = 0.05  # no chunk finished for this long: the threads wait for something; add more
 _STALE_S = 0.1  # a measurement older than this says nothing about the threads running now
 _IDLE = 0.5  # cores in use below which the threads mostly wait: start all that are wanted
 _FREE = 0.5  # cores left idle past which one more thread per running one may help
@@ -27,9 +29,10 @@ class Growth:
         self._wall = 0.0
         self._cpu = 0.0
         self._used: float | None = None  # cores in use over the last measurement; None: stale
+        self.started = 0  # chunks the pool's threads have begun (approximate: no lock)
         self.completed = 0  # chunks the pool's threads have finished
-        self._completed = 0  # ... when the measurement began
-        self._stalled = False  # no chunk finished during the last measurement
+        self._completed = 0  # ... when last seen to change
+        self._progress = 0.0  # when a chunk was last seen to finish (or measuring began)
 
     def allows(self, threads: int) -> int:
         """How many threads to start now beside the ``threads`` there are (under the pool's
@@ -38,21 +41,29 @@ class Growth:
         there are (a doubling) while they leave a core idle, none while they fill the cores."""
         if threads < self.cores:
             return 1
-        self._measure()
+        now = self._measure()
         if self._used is None:
             return 0
-        if self._stalled or self._used < _IDLE:
+        if self._used < _IDLE or now - self._progress >= _STALL_S:
             return 1 << 20  # no limit but the pool's own
         return threads if self._used < self.cores - _FREE else 0
 
-    def _measure(self) -> None:
+    def _measure(self) -> float:
         wall, cpu = time.monotonic(), time.process_time()
+        if self.completed != self._completed:
+            self._completed, self._progress = self.completed, wall
         elapsed = wall - self._wall
-        if elapsed > _STALE_S:
-            self._used = None  # start afresh
+        if elapsed > _STALE_S or self.started < self.cores:
+            # stale, or the first threads have not got going (the GIL may hold them back for
+            # a switch interval): what the CPU did so far says nothing about them
+            self._used = None
+            self._progress = wall
         elif elapsed >= CHECK_S:
-            self._used = (cpu - self._cpu) / elapsed
-            self._stalled = self.completed == self._completed
+            used = (cpu - self._cpu) / elapsed
+            if used >= _IDLE and elapsed < _MEASURE_S:
+                return wall  # busy so far: judge how busy over the full interval
+            self._used = used
         else:
-            return  # too short to tell: keep the last verdict and its start
-        self._wall, self._cpu, self._completed = wall, cpu, self.completed
+            return wall  # too short to tell: keep the last verdict and its start
+        self._wall, self._cpu = wall, cpu
+        return wall

@@ -228,6 +228,8 @@ class QueuePool(Generic[W]):
         if not reply.start(ticket):
             self._now_idle()
             return worker
+        if self._growth is not None:
+            self._growth.started += 1
         try:
             if worker is _UNOPENED:
                 worker = self._open_worker()
