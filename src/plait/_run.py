@@ -7,7 +7,7 @@ import concurrent.futures
 import contextlib
 import operator
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,12 +318,27 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
     bar = progress(plan.options.progress, plan.length, "plait")
     interrupted: BaseException | None = None
     try:
-        async for entry in _async_with_head(plan, sinks[0]):
-            values, error = consume(entry, plan.options.errors, bar)
+        if plan.head is not None:
+            values, error = consume((0, plan.head), plan.options.errors, bar)
             for value in values:
                 yield value
             if error is not None:
                 raise error
+        # the sink's chunks as values, one batch per loop turn, with no generator in between
+        sink, taken, plain = sinks[0], sinks[0].taken, plan.options.errors != "collect"
+        while entries := await sink.batch():
+            for entry in entries:
+                if plain and not entry[1].errors:  # amap's hot path: the values as they are
+                    bar.update(len(entry[1].values))
+                    for value in entry[1].values:
+                        yield value
+                else:
+                    values, error = consume(entry, plan.options.errors, bar)
+                    for value in values:
+                        yield value
+                    if error is not None:
+                        raise error
+                taken(1)  # its last value is taken: free the chunk's window slot
     except BaseException as exc:
         interrupted = exc
         raise
@@ -334,13 +349,6 @@ async def run_async(plan: Plan) -> AsyncIterator[Any]:
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def _async_with_head(plan: Plan, entries: AsyncIterable[Entry]) -> AsyncIterator[Entry]:
-    if plan.head is not None:
-        yield 0, plan.head
-    async for entry in entries:
-        yield entry
 
 
 _ABANDON = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -78,33 +77,52 @@ class ThreadSink(Generic[T]):
 
 
 class LoopSink(Generic[T]):
-    """Results for a consumer coroutine on the run's own loop (``amap``, ``afetch_all``)."""
+    """Results for a consumer coroutine on the run's own loop (``amap``, ``afetch_all``).
+
+    The consumer drains everything that arrived since its last look in one ``batch()``: one
+    wake per loop turn, not per result, and no generator layer per item (``amap``'s hot path).
+    It calls ``taken(1)`` for each item as it is consumed, which frees its window slot."""
 
     def __init__(self, taken: Callable[[int], None]) -> None:
-        self._taken = taken
-        self._items: deque[T | _End] = deque()
+        self.taken = taken
+        self._items: list[T] = []
+        self._end: _End | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, item: T | _End) -> None:
+    def put(self, item: T) -> None:
         self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            self._wake()
 
     def close(self, error: BaseException | None) -> None:
-        self.put(_End(error))
+        self._end = _End(error)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Once per batch: the puts after it, until the consumer waits again, find no waiter."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def batch(self) -> list[T]:
+        """The items that arrived since the last call, waiting for one if there are none;
+        ``[]`` once the run has ended cleanly; the run's error once it has failed (after every
+        item that came before it)."""
+        while not self._items:
+            if self._end is not None:
+                if self._end.error is not None:
+                    raise self._end.error
+                return []
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        items, self._items = self._items, []
+        return items
 
     async def __aiter__(self) -> AsyncIterator[T]:
-        while True:
-            while not self._items:
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-            item = self._items.popleft()
-            if isinstance(item, _End):
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
-            self._taken(1)
+        while items := await self.batch():
+            for item in items:
+                yield item
+                self.taken(1)
 
 
 class ListSink:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from ._base import ChunkResult, all_failed, close_thread_runner, reraise_stop
+from ._growth import CHECK_S, Growth
 
 W = TypeVar("W")
 _pool_ids = itertools.count(1)
@@ -104,6 +105,7 @@ _Task = tuple[Any, Reply, Any, Sequence[Any], float | None]
 
 class QueuePool(Generic[W]):
     name = "pool"
+    grows_by_cpu = False  # past the core count, start threads only while a core is idle
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -119,6 +121,8 @@ class QueuePool(Generic[W]):
         self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
             weakref.WeakKeyDictionary()
         )
+        self._growth = Growth() if self.grows_by_cpu else None
+        self._growth_check: asyncio.TimerHandle | None = None  # armed while threads are held
 
     async def run(
         self, handle: Any, items: Sequence[Any], timeout_s: float | None = None
@@ -131,7 +135,7 @@ class QueuePool(Generic[W]):
             inbox = self._inboxes.get(loop)
             if inbox is None:
                 inbox = self._inboxes[loop] = _Inbox(loop)
-            self._enqueue((waiter, inbox, handle, items, timeout_s))
+            self._enqueue((waiter, inbox, handle, items, timeout_s), loop)
         try:
             return await waiter
         except concurrent.futures.BrokenExecutor as broken:  # queued when the pool broke
@@ -154,17 +158,42 @@ class QueuePool(Generic[W]):
         with self._lock:
             self._enqueue((ticket, reply, handle, items, timeout_s))
 
-    def _enqueue(self, task: _Task) -> None:
-        """Under the lock: queue a task, starting a thread if none is idle."""
+    def _enqueue(self, task: _Task, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Under the lock: queue a task, starting a thread if none is idle. From an event loop
+        (``run``), a pool that ``grows_by_cpu`` may hold the thread back and check again soon
+        (executors' ``send`` has no loop to check from: it always starts one)."""
         if self._broken is not None:  # a fresh error each time: tracebacks do not pile up
             raise type(self._broken)(*self._broken.args) from self._broken.__cause__
         if self._closed:
             raise RuntimeError("this plait pool is shut down; create a new one")
-        if self._idle <= 0 and len(self._threads) < self.workers:
+        if self._idle <= 0 and len(self._threads) < self.workers and self._may_grow(loop):
             self._start_thread()
         else:
             self._idle -= 1
         self._tasks.put(task)
+
+    def _may_grow(self, loop: asyncio.AbstractEventLoop | None) -> bool:
+        """Under the lock: start a thread now, or arm a check on ``loop`` to start it later."""
+        if self._growth is None or loop is None or self._growth.allows(len(self._threads)) > 0:
+            return True
+        if self._growth_check is None:
+            self._growth_check = loop.call_later(CHECK_S, self._grow, loop)
+        return False
+
+    def _grow(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: start threads for the tasks waiting for one, if the cores have room."""
+        assert self._growth is not None
+        with self._lock:
+            self._growth_check = None
+            waiting = min(-self._idle, self.workers - len(self._threads))
+            if self._closed or waiting <= 0:
+                return
+            if allowed := self._growth.allows(len(self._threads)):
+                for _ in range(min(waiting, allowed)):
+                    self._idle += 1  # the new thread takes one of the queued tasks
+                    self._start_thread()
+            if waiting > allowed:
+                self._growth_check = loop.call_later(CHECK_S, self._grow, loop)
 
     def _start_thread(self) -> None:
         name = f"{self.thread_prefix}{len(self._threads)}"
@@ -199,6 +228,8 @@ class QueuePool(Generic[W]):
         if not reply.start(ticket):
             self._now_idle()
             return worker
+        if self._growth is not None:
+            self._growth.started += 1
         try:
             if worker is _UNOPENED:
                 worker = self._open_worker()
@@ -217,6 +248,8 @@ class QueuePool(Generic[W]):
     def _now_idle(self) -> None:
         with self._lock:
             self._idle += 1
+            if self._growth is not None:
+                self._growth.completed += 1
 
     def _break(self, exc: BaseException) -> BaseException:
         """A worker could not start (its initializer failed): fail what is queued and refuse new

@@ -14,6 +14,7 @@ from ._pool import QueuePool
 
 class ThreadBackend(QueuePool[None]):
     name = "thread"
+    grows_by_cpu = True  # extra threads only help calls that leave a core idle (_growth)
 
     def __init__(self, workers: int, *, initializer: Callable[[], Any] | None = None) -> None:
         super().__init__(workers)
