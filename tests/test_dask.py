@@ -242,13 +242,16 @@ def test_a_worker_killed_mid_run_loses_nothing(dask_cluster: DaskCluster) -> Non
 
 @pytest.mark.timeout(120)
 def test_a_task_that_kills_every_worker_fails_alone(dask_cluster: DaskCluster) -> None:
-    outcomes = plait.map(T.sigkill_on_three, range(6), backend="dask", chunksize=2,
-                         errors="collect")
-    assert [o.value for o in outcomes if o.index != 3] == [0, 1, 4, 16, 25]
-    error = outcomes[3].error
-    assert type(error) is plait.WorkerCrashed
-    assert "killed every Dask worker" in str(error)
-    wait_for_workers(dask_cluster.address, 2)
+    try:
+        outcomes = plait.map(T.sigkill_on_three, range(6), backend="dask", chunksize=2,
+                             errors="collect")
+        failed = {o.index: type(o.error).__name__ for o in outcomes if o.error is not None}
+        assert [o.value for o in outcomes if o.index != 3] == [0, 1, 4, 16, 25], failed
+        error = outcomes[3].error
+        assert type(error) is plait.WorkerCrashed
+        assert "killed every Dask worker" in str(error)
+    finally:
+        wait_for_workers(dask_cluster.address, 2)  # the next test finds the whole cluster
 
 
 # --- explain ---------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ class DaskBackend:
         self._timed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
+        self._suspects: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )  # second tries after KilledWorker run one at a time: never beside another suspect
         self._lock = threading.Lock()
         self._running: set[Any] = set()  # Dask futures of chunks not yet back
         self._cancelled = False
@@ -81,8 +84,10 @@ class DaskBackend:
                 reply = await self._submit(handle, payload, timeout_s)
         if len(items) == 1 and isinstance(reply, WorkerCrashed) and not self._cancelled:
             # Dask also counts a worker's death against the tasks that merely ran beside the
-            # one that killed it: one more try tells such a bystander from the culprit.
-            reply = await self._submit(handle, payload, timeout_s)
+            # one that killed it: one more try, away from the other suspects, tells such a
+            # bystander from the culprit.
+            async with self._suspect_turn():
+                reply = await self._submit(handle, payload, timeout_s)
         if isinstance(reply, bytes):
             try:
                 return ChunkResult(*decode(reply))
@@ -100,6 +105,14 @@ class DaskBackend:
         if isinstance(reply, _Unreadable):
             reply = SerializationError(str(reply))
         return all_failed(len(items), reply)
+
+    def _suspect_turn(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            turn = self._suspects.get(loop)
+            if turn is None:
+                turn = self._suspects[loop] = asyncio.Lock()
+            return turn
 
     def _timed_slot(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
