@@ -122,6 +122,17 @@ def around_failed(
     return ChunkResult(values, errors, sub.elapsed_s if sub else 0.0)
 
 
+def concat(parts: list[ChunkResult]) -> ChunkResult:
+    """One chunk's result from the results of its parts, run one after another."""
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    for part in parts:
+        for i, error in (part.errors or {}).items():
+            errors[len(values) + i] = error
+        values.extend(part.values)
+    return ChunkResult(values, errors or None, sum(p.elapsed_s for p in parts))
+
+
 def timed_out(count: int, timeout_s: float, how: str) -> ChunkResult:
     """A chunk whose every item ran past its timeout."""
     from .._exceptions import TaskTimeout

@@ -30,7 +30,7 @@ from typing import Any
 
 from .._exceptions import SerializationError
 from .._worker_crashed import WorkerCrashed
-from ._base import ChunkResult, all_failed, around_failed, blocking_callable, timed_out
+from ._base import ChunkResult, all_failed, around_failed, blocking_callable, concat, timed_out
 from ._dask_cluster import connect, in_flight, total_threads
 from ._dask_task import decode, dumps, run_remote
 
@@ -101,7 +101,7 @@ class DaskBackend:
         if len(items) > 1 and isinstance(reply, _SPLIT) and not self._cancelled:
             # Rerun one by one, so that only the item that kills its workers fails.
             parts = [await self.run(handle, [item], timeout_s) for item in items]
-            return _concat(parts)
+            return concat(parts)
         if isinstance(reply, _Unreadable):
             reply = SerializationError(str(reply))
         return all_failed(len(items), reply)
@@ -223,12 +223,3 @@ def _dumps_items(items: Sequence[Any]) -> tuple[bytes, dict[int, BaseException]]
             )
     return b"", bad
 
-
-def _concat(parts: list[ChunkResult]) -> ChunkResult:
-    values: list[Any] = []
-    errors: dict[int, BaseException] = {}
-    for part in parts:
-        for i, error in (part.errors or {}).items():
-            errors[len(values) + i] = error
-        values.extend(part.values)
-    return ChunkResult(values, errors or None, sum(p.elapsed_s for p in parts))

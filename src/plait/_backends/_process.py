@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import SerializationError, describe_exit
 from .._worker_crashed import WorkerCrashed
 from . import _reuse, _template
-from ._base import ChunkResult, all_failed, around_failed, blocking_callable, timed_out
+from ._base import ChunkResult, all_failed, around_failed, blocking_callable, concat, timed_out
 from ._pool import QueuePool
 from ._wire import (
     CONTEXT,
@@ -372,7 +372,7 @@ class ProcessBackend(QueuePool[_Slot]):
                 return all_failed(len(items), error)
             # Re-run one by one, so that only the item at fault fails.
             parts = [self._run_isolated(slot, handle, [item], timeout_s) for item in items]
-            return _concat(parts)
+            return concat(parts)
 
     def _send(
         self, slot: _Slot, handle: FunctionHandle, items: Sequence[Any], timeout_s: float | None
@@ -464,12 +464,3 @@ def _merge_bad(
     sub = backend._run_isolated(slot, handle, [items[i] for i in good], timeout_s) if good else None
     return around_failed(len(items), bad, good, sub)
 
-
-def _concat(parts: list[ChunkResult]) -> ChunkResult:
-    values: list[Any] = []
-    errors: dict[int, BaseException] = {}
-    for part in parts:
-        for i, error in (part.errors or {}).items():
-            errors[len(values) + i] = error
-        values.extend(part.values)
-    return ChunkResult(values, errors or None, sum(p.elapsed_s for p in parts))
