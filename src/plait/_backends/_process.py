@@ -389,8 +389,9 @@ class ProcessBackend(QueuePool[_Slot]):
     def _call(
         self, slot: _Slot, handle: FunctionHandle, chunk: Payload, timeout_s: float | None
     ) -> ChunkResult:
-        if not slot.process.alive() and not self._cancelled:
+        if slot.process.ready and not slot.process.alive() and not self._cancelled:
             self._replace(slot)  # died while idle (killed from outside): not this task
+        # (one that died before it was ready failed to start: call() reports it, no restart)
         count = chunk[1]
         try:
             result = slot.process.call(handle, chunk, timeout_s, self.abandoned)
