@@ -1,11 +1,13 @@
 """Before/after: the same workloads timed with two checkouts of plait, interleaved.
 
     python benchmarks/ab.py BEFORE_DIR AFTER_DIR [--repeat 7] [--only W1,W2]
+                            [--before-env NAME=VALUE ...] [--after-env NAME=VALUE ...]
 
 Each measurement is a fresh interpreter that imports plait from ``DIR/src`` (so both sides pay
 the same start-up), runs one workload once after a warm-up call, and prints its time. Runs
 alternate before/after so that noise from a shared machine falls on both alike; the table shows
-medians, the spread (min-max) and after/before.
+medians, the spread (min-max) and after/before. The same checkout on both sides with different
+environment variables compares settings (e.g. ``--before-env PLAIT_UVLOOP=0``).
 """
 
 from __future__ import annotations
@@ -150,8 +152,9 @@ def child(name: str) -> None:
     print(time.perf_counter() - start)
 
 
-def measure(tree: Path, name: str) -> float:
+def measure(tree: Path, name: str, extra_env: list[str]) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree / "src"), str(HERE)]))
+    env.update(setting.split("=", 1) for setting in extra_env)
     done = subprocess.run(
         [sys.executable, __file__, "--child", name],
         env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -167,6 +170,8 @@ def main() -> None:
     parser.add_argument("after", type=Path, nargs="?")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--only", default="", help="substrings of workload names, comma-separated")
+    parser.add_argument("--before-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--after-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -177,13 +182,15 @@ def main() -> None:
     wanted = [w for w in args.only.split(",") if w]
     names = [n for n in WORKLOADS if not wanted or any(w in n for w in wanted)]
     print(f"load average {os.getloadavg()[0]:.1f}; {args.repeat} interleaved runs; medians")
+    if args.before_env or args.after_env:
+        print(f"before: {' '.join(args.before_env)}; after: {' '.join(args.after_env)}")
     print("| workload | before s | after s | after/before | spread before | spread after |")
     print("|---|---:|---:|---:|---|---|")
     for name in names:
         times: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(args.repeat):
-            times["before"].append(measure(args.before, name))
-            times["after"].append(measure(args.after, name))
+            times["before"].append(measure(args.before, name, args.before_env))
+            times["after"].append(measure(args.after, name, args.after_env))
         b, a = (statistics.median(times[k]) for k in ("before", "after"))
         spread = {k: f"{min(v):.3f}-{max(v):.3f}" for k, v in times.items()}
         print(f"| {name} | {b:.3f} | {a:.3f} | {a / b:.2f} | {spread['before']} | "

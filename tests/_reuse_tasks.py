@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -56,3 +57,8 @@ def record_then_fail(item: tuple[int, str]) -> int:
             time.sleep(0.01)
         raise ValueError("stop the run")
     return os.getpid()
+
+
+def loaded(names: list[str]) -> list[str]:
+    """Which of ``names`` the worker has imported (this module imports none of them)."""
+    return [name for name in names if name in sys.modules]

@@ -227,3 +227,21 @@ def test_a_function_the_worker_evicted_is_sent_again() -> None:
         for n, fn in enumerate(functions):
             assert pool.submit(fn, 1).result(timeout=30) == 1 + n
         assert pool.submit(functions[0], 1).result(timeout=30) == 1
+
+
+def test_later_workers_inherit_the_stdlib_modules_the_program_loaded() -> None:
+    import decimal  # noqa: F401 - on the template's preload list
+    import xmlrpc.client  # noqa: F401 - not on it: a module must be listed to be preloaded
+    import zoneinfo  # noqa: F401 - listed, and imported after xmlrpc would be (sorted)
+
+    names = ["decimal", "xmlrpc", "zoneinfo"]
+    plait.shutdown()  # a fresh template, which has imported neither
+
+    def one_private_worker() -> list[str]:
+        (found,) = plait.map(R.loaded, [names], backend="process", max_tasks_per_worker=1)
+        return found
+
+    assert one_private_worker() == []  # the first worker is forked before any preload
+    assert {"decimal", "zoneinfo"} <= _template.PRELOAD and "xmlrpc" not in _template.PRELOAD
+    assert wait_until(lambda: "zoneinfo" in one_private_worker(), 10)
+    assert one_private_worker() == ["decimal", "zoneinfo"]

@@ -15,6 +15,8 @@ import logging
 import os
 import threading
 
+from ._loops import new_event_loop
+
 LOOP_THREAD_NAME = "plait-loop"
 MAX_IDLE_LOOPS = 2  # loops kept for the next runs; more concurrent runs start more
 _log = logging.getLogger("plait")
@@ -24,7 +26,7 @@ class LoopThread:
     """An event loop on a daemon thread that survives anything a callback raises."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._stopping = False
         self.thread = threading.Thread(target=self._serve, name=LOOP_THREAD_NAME, daemon=True)
         self.thread.start()

@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 from ._backends._base import Backend
+from ._loops import new_event_loop
 
 _loop_ids = itertools.count(1)
 _Call = tuple[concurrent.futures.Future[Any], Any, Any]
@@ -43,7 +44,7 @@ class SubmitLoop:
 
     def _started(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             name = f"plait-submit-{next(_loop_ids)}"
             thread = threading.Thread(target=_run_loop, args=(loop,), name=name, daemon=True)
             thread.start()

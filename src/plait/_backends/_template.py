@@ -9,6 +9,13 @@ leads its own session and serves the parent as a spawned worker would, and the t
 with the child's pid. The template reaps its children and writes each one's exit code to its
 status pipe, so the parent sees what ``Popen`` would show (``Forked``).
 
+Later workers also inherit the heavy standard-library modules the user's program has loaded
+(``asyncio``, ``concurrent.futures``, ``logging`` ...): after each fork the parent names those
+from ``PRELOAD`` that it has and the template has not, and the template imports them one at a
+time while no fork request waits. A worker then unpickles a function whose module imports
+asyncio in microseconds instead of ~50 ms. Only side-effect-free stdlib modules are on the list:
+a third-party module may start threads on import (numpy's BLAS), which a fork must not copy.
+
 The template leaves when its lifeline from the parent closes (the parent died or shut plait
 down); its workers have lifelines of their own. Where fork or fd passing is missing, or with
 ``PLAIT_PROCESS_START=spawn``, or when the template cannot start, workers are plain spawned
@@ -34,6 +41,19 @@ _PID = struct.Struct("!i")
 _ANSWER_S = 30.0  # the template's start (a loaded machine) and one fork take far less
 _WAIT_SLICE_S = 0.05  # how often a wait checks that the worker still exists
 _REPORT_S = 1.0  # a worker dead this long without its status: the template will not report it
+_LENGTH = struct.Struct("!I")
+# Standard-library packages that are slow to import, start no thread and touch nothing outside
+# the process when imported: the template preloads those of them the parent has loaded.
+# fmt: off
+PRELOAD = frozenset({
+    "argparse", "ast", "asyncio", "base64", "bz2", "calendar", "concurrent", "csv",
+    "dataclasses", "datetime", "decimal", "difflib", "email", "enum", "fractions", "gzip",
+    "hashlib", "heapq", "hmac", "html", "http", "inspect", "ipaddress", "json", "logging",
+    "lzma", "numbers", "pathlib", "pprint", "queue", "random", "selectors", "shutil", "socket",
+    "sqlite3", "statistics", "string", "tempfile", "textwrap", "tokenize", "tomllib", "typing",
+    "unittest", "urllib", "uuid", "xml", "zipfile", "zlib", "zoneinfo",
+})
+# fmt: on
 
 
 # --- the parent's side ---------------------------------------------------------------------
@@ -142,6 +162,7 @@ class Template:
         # the request fails and the worker is spawned instead.
         self._sock.settimeout(_ANSWER_S)
         self._lock = threading.Lock()  # one request at a time
+        self._preloading: set[str] = set()  # modules it was asked to import
 
     def fork(self, conn_fd: int, lifeline_r: int) -> Forked:
         """A worker serving ``conn_fd``; raises OSError if the template is gone."""
@@ -155,7 +176,20 @@ class Template:
             raise
         finally:
             os.close(status_w)
-        return Forked(_PID.unpack(data)[0], status_r)
+        worker = Forked(_PID.unpack(data)[0], status_r)
+        self._preload()
+        return worker
+
+    def _preload(self) -> None:
+        """Ask the template to import the PRELOAD modules this program has that it lacks
+        (after a fork, so that the first workers never wait for them)."""
+        loaded = {name for name in PRELOAD if name in sys.modules} - self._preloading
+        if not loaded:
+            return
+        self._preloading |= loaded
+        names = " ".join(sorted(loaded)).encode()
+        with self._lock, contextlib.suppress(OSError):  # a gone template fails the next fork
+            self._sock.sendall(b"p" + _LENGTH.pack(len(names)) + names)
 
     def stop(self) -> None:
         """Close the template's lifeline: it leaves (its workers do not); reap it."""
@@ -281,6 +315,7 @@ class _Server:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.status: dict[int, int] = {}  # worker pid -> the write end of its status pipe
+        self.to_import: list[str] = []  # modules to preload while no request waits
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, _ignore)  # a handler, so that the wakeup fd hears it
 
@@ -289,21 +324,33 @@ class _Server:
         for fd in (self.request.fileno(), self.lifeline, self.wake_r):
             poller.register(fd, select.POLLIN)
         while True:
-            events = dict(_poll(poller))
+            events = dict(_poll(poller, 0 if self.to_import else None))
+            if not events and self.to_import:
+                _import_quietly(self.to_import.pop(0))
+                continue
             if self.lifeline in events:  # the parent is gone, or shut plait down
                 os._exit(0)
             if self.wake_r in events:
                 with contextlib.suppress(OSError):
                     os.read(self.wake_r, 4096)
             self._reap()
-            if self.request.fileno() in events and not self._fork_one():
+            if self.request.fileno() in events and not self._answer():
                 os._exit(0)
 
-    def _fork_one(self) -> bool:
+    def _answer(self) -> bool:
+        """Serve one request: b"f" with three fds (fork a worker), or b"p" with a list of
+        modules (preload them); False when the parent closed the socket."""
         message, fds, _, _ = socket.recv_fds(self.request, 1, 3)
-        if not message or len(fds) != 3:
+        if message == b"p":
+            (size,) = _LENGTH.unpack(_recv_exactly(self.request, _LENGTH.size))
+            self.to_import += _recv_exactly(self.request, size).decode().split()
+            return True
+        if message != b"f" or len(fds) != 3:
             return False
-        conn_fd, lifeline_fd, status_fd = fds
+        self._fork_one(*fds)
+        return True
+
+    def _fork_one(self, conn_fd: int, lifeline_fd: int, status_fd: int) -> None:
         pid = os.fork()
         if pid == 0:
             self._become_worker(conn_fd, lifeline_fd, status_fd)
@@ -311,7 +358,6 @@ class _Server:
         os.close(lifeline_fd)
         self.status[pid] = status_fd
         self.request.sendall(_PID.pack(pid))
-        return True
 
     def _become_worker(self, conn_fd: int, lifeline_fd: int, status_fd: int) -> None:
         try:
@@ -348,10 +394,17 @@ class _Server:
                 os.close(fd)
 
 
-def _poll(poller: Any) -> list[tuple[int, int]]:
+def _import_quietly(name: str) -> None:
+    with contextlib.suppress(BaseException):  # a missing module only means a slower worker
+        __import__(name)
+        if name == "concurrent":
+            __import__("concurrent.futures")
+
+
+def _poll(poller: Any, timeout_ms: int | None) -> list[tuple[int, int]]:
     while True:
         try:
-            return list(poller.poll())
+            return list(poller.poll(timeout_ms))
         except InterruptedError:  # pragma: no cover - retried by Python since 3.5
             continue
 
