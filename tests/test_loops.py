@@ -22,6 +22,7 @@ async def loop_module(_: object) -> str:
 
 def test_plait_map_runs_coroutines_on_uvloop() -> None:
     assert set(plait.map(loop_module, range(4), backend="asyncio")) == {"uvloop"}
+    assert set(plait.map(loop_module, range(4))) == {"uvloop"}  # auto picks asyncio for them
 
 
 def test_a_pools_submitted_coroutines_run_on_uvloop() -> None:
@@ -73,3 +74,19 @@ def test_plait_uvloop_0_keeps_asyncios_loop() -> None:
 
 def test_without_uvloop_plait_runs_on_asyncios_loop() -> None:
     assert run_script("sys.modules['uvloop'] = None  # as if not installed").startswith("asyncio")
+
+
+def test_runs_on_threads_and_processes_do_not_import_uvloop() -> None:
+    """Their loop only hands out chunks: importing uvloop would only slow the first call."""
+    check = (
+        "import sys, plait\n"
+        "assert plait.map(abs, [-1] * 50, backend='thread') == [1] * 50\n"
+        "assert plait.map(abs, [-1] * 4, backend='process') == [1] * 4\n"
+        "print('uvloop' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], env=subprocess_env(), capture_output=True, text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -2,7 +2,8 @@
 
 Every run of the sync API (``plait.map``, ``imap``, ``fetch_all``) drives its scheduler on an
 event loop of its own, on a ``plait-loop`` thread leased for the run and shelved for reuse when
-the run ends. No two runs share a loop, so nothing one run does (a slow input, a task that
+the run ends (a run of coroutines gets a uvloop loop where plait[fast] installed it: _loops).
+No two runs share a loop, so nothing one run does (a slow input, a task that
 blocks the loop, a stuck close) can slow or deadlock another one, and ``imap`` over ``imap``
 works. How results reach the caller is ``_sinks``'s concern.
 """
@@ -25,8 +26,9 @@ _log = logging.getLogger("plait")
 class LoopThread:
     """An event loop on a daemon thread that survives anything a callback raises."""
 
-    def __init__(self) -> None:
-        self.loop = new_event_loop()
+    def __init__(self, fast: bool = False) -> None:
+        self.fast = fast
+        self.loop = new_event_loop(fast)
         self._stopping = False
         self.thread = threading.Thread(target=self._serve, name=LOOP_THREAD_NAME, daemon=True)
         self.thread.start()
@@ -50,12 +52,14 @@ _idle: list[LoopThread] = []
 _idle_lock = threading.Lock()
 
 
-def lease_loop() -> LoopThread:
-    """A loop thread for one run, nobody else's until ``give_back``."""
+def lease_loop(fast: bool = False) -> LoopThread:
+    """A loop thread for one run, nobody else's until ``give_back``; ``fast``: a run of
+    coroutines, on uvloop where it is installed."""
     with _idle_lock:
-        if _idle:
-            return _idle.pop()
-    return LoopThread()
+        for index in range(len(_idle) - 1, -1, -1):
+            if _idle[index].fast == fast:
+                return _idle.pop(index)
+    return LoopThread(fast)
 
 
 def give_back(lease: LoopThread) -> None:

@@ -1,8 +1,10 @@
 """The event loops plait makes for itself: uvloop's where it is installed (``plait[fast]``).
 
-Only plait's own loops: the loop threads of the sync API (``plait.map`` on the asyncio backend,
-``fetch_all``) and a Pool's submit loop. The loop of a caller of ``amap`` or ``afetch_all`` is
-the caller's, never replaced. ``PLAIT_UVLOOP=0`` keeps asyncio's own loop with uvloop installed.
+Only plait's own loops that run coroutines: those of the sync API's runs on the asyncio backend
+(``plait.map``, ``imap``), of ``fetch_all``, and of a Pool's submitted coroutines. The loop of a
+caller of ``amap`` or ``afetch_all`` is the caller's, never replaced. A run on threads or
+processes keeps asyncio's loop: its loop only hands out chunks, and importing uvloop (4-8 ms)
+would slow a program's first call. ``PLAIT_UVLOOP=0`` keeps asyncio's loop everywhere.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ def _factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A new loop for a thread of plait's own."""
-    return _factory()()
+def new_event_loop(fast: bool = True) -> asyncio.AbstractEventLoop:
+    """A new loop for a thread of plait's own; uvloop's if ``fast`` and it is there."""
+    return _factory()() if fast else asyncio.new_event_loop()
 
 
 def loop_kind() -> str:

@@ -177,7 +177,7 @@ def run_sync(plan: Plan) -> Iterator[Any]:
 
 
 def _run_on_loop(plan: Plan) -> Iterator[Any]:
-    lease = lease_loop()
+    lease = lease_loop(fast=plan.backend.name == "asyncio")
     try:
         yield from _stream_on(lease, plan)
     finally:
@@ -442,7 +442,7 @@ def collect(plan: Plan) -> list[Any]:
     if _runs_inline(plan):
         values, error = _collect_inline(plan)
     else:
-        lease = lease_loop()
+        lease = lease_loop(fast=plan.backend.name == "asyncio")
         try:
             values, error = _collect_on(lease, plan)
         finally:

@@ -44,7 +44,7 @@ class SubmitLoop:
 
     def _started(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            loop = new_event_loop()
+            loop = new_event_loop(fast=self._backend.name == "asyncio")
             name = f"plait-submit-{next(_loop_ids)}"
             thread = threading.Thread(target=_run_loop, args=(loop,), name=name, daemon=True)
             thread.start()

@@ -59,7 +59,7 @@ def _engine_type() -> type[Engine]:
 def _stream(engine: Engine, source: Iterator[str | Request]) -> Generator[Response, None, None]:
     from .._bridge import give_back, lease_loop
 
-    lease = lease_loop()
+    lease = lease_loop(fast=True)
     try:
         yield from _stream_on(lease.loop, engine, source)
     finally:
