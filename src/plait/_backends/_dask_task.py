@@ -13,28 +13,20 @@ from __future__ import annotations
 
 import pickle
 import threading
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from .._exceptions import SerializationError
 from ._base import run_chunk
+from ._wire import decode_error, error_record
 
 _MAX_CACHED_FUNCTIONS = 64
 _functions: OrderedDict[str, Callable[[Any], Any]] = OrderedDict()
 _functions_lock = threading.Lock()  # a worker runs several tasks at once in its threads
 
-# What the worker sends back: (pickled values, {i: (pickled error or None, type, message,
-# traceback)}, elapsed seconds).
-ErrorRecord = tuple[bytes | None, str, str, str]
-
-
-class RemoteTraceback(Exception):
-    """The worker's formatted traceback, attached as ``__cause__`` of the task's error."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+# What the worker sends back: (pickled values, {i: ErrorRecord}, elapsed seconds), the error
+# records as the process backend's (_wire: the error with the worker's traceback as its cause).
 
 
 def dumps(obj: Any) -> bytes:
@@ -65,7 +57,7 @@ def run_remote(fn_id: str, fn_blob: bytes, items_blob: bytes) -> bytes:
     """The Dask task: run the chunk, return its outcomes as bytes (never raises for a task)."""
     fn = _function(fn_id, fn_blob)
     result = run_chunk(fn, pickle.loads(items_blob), stops=False)
-    errors = {i: _record(exc) for i, exc in (result.errors or {}).items()}
+    errors = {i: error_record(exc) for i, exc in (result.errors or {}).items()}
     values = result.values
     try:
         blob = dumps(values)
@@ -74,7 +66,7 @@ def run_remote(fn_id: str, fn_blob: bytes, items_blob: bytes) -> bytes:
         for i, value in enumerate(values):
             if i not in errors and not _picklable(value):
                 values[i] = None
-                errors[i] = _record(
+                errors[i] = error_record(
                     SerializationError(
                         f"the task's result ({type(value).__name__}) cannot be pickled back "
                         "from the Dask worker; return plain data"
@@ -82,16 +74,6 @@ def run_remote(fn_id: str, fn_blob: bytes, items_blob: bytes) -> bytes:
                 )
         blob = dumps(values)
     return pickle.dumps((blob, errors, result.elapsed_s), protocol=5)
-
-
-def _record(exc: BaseException) -> ErrorRecord:
-    tb = '\n"""\n' + "".join(traceback.format_exception(exc)) + '"""'
-    exc.__traceback__ = None  # frames do not pickle; the text above keeps them
-    try:
-        blob: bytes | None = dumps(exc)
-    except Exception:
-        blob = None
-    return blob, type(exc).__qualname__, str(exc), tb
 
 
 def _picklable(obj: Any) -> bool:
@@ -108,20 +90,3 @@ def decode(reply: bytes) -> tuple[list[Any], dict[int, BaseException] | None, fl
     values = pickle.loads(blob)
     errors = {i: decode_error(record) for i, record in records.items()}
     return values, errors or None, elapsed
-
-
-def decode_error(record: ErrorRecord) -> BaseException:
-    """The task's own exception, or a SerializationError naming it if it cannot be rebuilt."""
-    blob, type_name, message, tb = record
-    problem = "it cannot be pickled"
-    if blob is not None:
-        try:
-            error: BaseException = pickle.loads(blob)
-        except Exception as exc:
-            problem = f"it cannot be rebuilt here: {type(exc).__name__}: {exc}"
-        else:
-            error.__cause__ = RemoteTraceback(tb)
-            return error
-    error = SerializationError(f"the task raised {type_name}: {message} ({problem})")
-    error.__cause__ = RemoteTraceback(tb)
-    return error
