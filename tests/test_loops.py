@@ -90,3 +90,18 @@ def test_runs_on_threads_and_processes_do_not_import_uvloop() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+async def echo_in_a_subprocess(i: int) -> tuple[str, int | None]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"print({i})", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await child.communicate()
+    return out.decode().strip(), child.returncode
+
+
+def test_coroutines_start_subprocesses_on_plaits_loop_thread() -> None:
+    """uvloop watches children its own way, from a loop that is not in the main thread."""
+    assert plait.map(echo_in_a_subprocess, range(3), backend="asyncio") == [
+        ("0", 0), ("1", 0), ("2", 0),
+    ]
