@@ -83,9 +83,11 @@ def _cores_we_get() -> float:
 
 @pytest.mark.timeout(120)
 def test_calls_that_fill_the_cores_run_on_about_one_thread_per_core() -> None:
-    # Another program taking a core mid-run looks to the pool like an idle core, and rightly
-    # makes it grow; so a run counts only when the machine gave us its cores before it, and
-    # the fewest threads of three such runs is judged (a pool that always grows uses 32).
+    # Another program taking a core mid-run looks to the pool like an idle core, and makes it
+    # grow (a doubling at a time); so a run counts only when the machine gave us its cores
+    # before it, and the fewest threads of three such runs is judged against 3/4 of the 32 a
+    # pool that always grows uses. The rules themselves are checked exactly on a fake clock
+    # below; seen on a loaded CI machine: 16, then 30 and 17.
     counts = []
     for _ in range(3):
         if _cores_we_get() < 0.9 * cpu_count():
@@ -95,7 +97,7 @@ def test_calls_that_fill_the_cores_run_on_about_one_thread_per_core() -> None:
         counts.append(len(set(names)))
     if not counts:
         pytest.skip("the machine is too busy to give this process all its cores now")
-    assert min(counts) < 16, f"{counts} threads for calls that filled the cores"
+    assert min(counts) < 24, f"{counts} threads for calls that filled the cores"
 
 
 class _FakeClock:
