@@ -26,6 +26,8 @@ class FutureReply:
     """Settles a submitted task's future from the pool thread that ran it: the future goes
     RUNNING when a worker picks the task up, and its done-callbacks run there, on no loop."""
 
+    settles_on_thread = True
+
     def start(self, future: Future[Any]) -> bool:
         return future.set_running_or_notify_cancel()
 

@@ -34,6 +34,10 @@ _UNOPENED: Any = object()  # a pool thread's worker before its first task
 class Reply(Protocol):
     """How a queued chunk reports back; ``ticket`` is what the submitter waits on."""
 
+    # put() runs the submitter's code (a future's done-callbacks) on the pool thread, which is
+    # busy until it returns: it counts as idle only after put()
+    settles_on_thread: bool
+
     def start(self, ticket: Any) -> bool:
         """Called by the pool thread before running the chunk; False skips it (cancelled)."""
         ...
@@ -54,6 +58,8 @@ class Reply(Protocol):
 
 class _Inbox:
     """Results handed back to one event loop: one wake-up per batch, not one per chunk."""
+
+    settles_on_thread = False  # the loop settles the waiters
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -241,8 +247,12 @@ class QueuePool(Generic[W]):
         except BaseException as exc:  # SystemExit and the like: the task's error, never ours
             error = self._break(exc) if worker is _UNOPENED else exc
             result = all_failed(len(items), error)
-        self._now_idle()  # before the reply, so a caller woken by it finds this thread idle
-        reply.put(ticket, result)
+        if reply.settles_on_thread:  # a slow done-callback holds this thread: not idle yet
+            reply.put(ticket, result)
+            self._now_idle()
+        else:
+            self._now_idle()  # before the reply, so a caller woken by it finds this thread idle
+            reply.put(ticket, result)
         return worker
 
     def _now_idle(self) -> None:
