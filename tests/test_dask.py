@@ -6,6 +6,7 @@ the message when distributed is not installed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -41,6 +42,70 @@ def _plait_keys(address: str) -> list[str]:
 
 
 # --- finding the cluster -------------------------------------------------------------------
+
+
+async def _amap_while_the_loop_ticks(**options: Any) -> tuple[list[int] | BaseException, int]:
+    """amap(abs, [-1, -2]) on the dask backend, and how often a 10 ms heartbeat on the same
+    loop ticked meanwhile."""
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        return [x async for x in plait.amap(abs, [-1, -2], backend="dask", **options)], ticks
+    except Exception as exc:
+        return exc, ticks
+    finally:
+        beat.cancel()
+
+
+def test_amap_tries_to_reach_the_cluster_off_the_callers_loop() -> None:
+    import dask
+
+    unreachable = {
+        "scheduler-address": "tcp://127.0.0.1:9",
+        "distributed.comm.timeouts.connect": "1s",
+    }
+    with dask.config.set(unreachable):
+        outcome, ticks = asyncio.run(_amap_while_the_loop_ticks())
+    assert isinstance(outcome, OSError) and "127.0.0.1:9" in str(outcome)
+    assert ticks >= 20  # the caller's loop went on for the second the connection was tried
+
+
+def test_amap_left_while_it_connects_leaves_nothing_behind() -> None:
+    import dask
+
+    async def leave_early() -> None:
+        async def consume() -> None:
+            async for _ in plait.amap(abs, [1], backend="dask"):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    unreachable = {
+        "scheduler-address": "tcp://127.0.0.1:9",
+        "distributed.comm.timeouts.connect": "1s",
+    }
+    with dask.config.set(unreachable):
+        asyncio.run(leave_early())
+        names = lambda: {t.name for t in threading.enumerate()}  # noqa: E731
+        assert wait_until(lambda: "plait-setup" not in names(), 10)
+
+
+def test_amap_on_the_cluster_from_a_running_loop(dask_cluster: DaskCluster) -> None:
+    import dask
+
+    with dask.config.set({"scheduler-address": dask_cluster.address}):
+        assert asyncio.run(_amap_while_the_loop_ticks())[0] == [1, 2]
 
 
 def test_the_configured_scheduler_address_is_used(dask_cluster: DaskCluster) -> None:
@@ -118,8 +183,9 @@ def test_a_deadline_stops_the_run_with_the_results_before_it(dask_cluster: DaskC
     got = []
     items = [(0, 0.01), (1, 0.01), (2, 4.0), (3, 0.01)]
     with pytest.raises(plait.TaskTimeout, match="deadline"):
-        for value in plait.imap(D.sleep_then_double, items, backend="dask", chunksize=1,
-                                deadline=1.0):
+        for value in plait.imap(
+            D.sleep_then_double, items, backend="dask", chunksize=1, deadline=1.0
+        ):
             got.append(value)
     assert got == [0, 2]
     assert wait_until(lambda: not _running_on_workers(dask_cluster.address), 10)
@@ -127,9 +193,7 @@ def test_a_deadline_stops_the_run_with_the_results_before_it(dask_cluster: DaskC
 
 def test_a_timeout_fails_the_task_alone_and_releases_it(dask_cluster: DaskCluster) -> None:
     items = [(0, 0.01), (1, 3.0), (2, 0.01), (3, 0.01)]
-    outcomes = plait.map(
-        D.sleep_then_double, items, backend="dask", timeout=0.5, errors="collect"
-    )
+    outcomes = plait.map(D.sleep_then_double, items, backend="dask", timeout=0.5, errors="collect")
     assert [o.value for o in outcomes] == [0, None, 4, 6]
     assert type(outcomes[1].error) is plait.TaskTimeout
     assert "Dask cannot stop a running task" in str(outcomes[1].error)
@@ -151,8 +215,7 @@ def test_timed_tasks_do_not_wait_behind_each_other_on_a_worker() -> None:
     """Two chunks per thread are in flight, but timed ones one per thread: a task's timeout
     does not count the time it would wait behind another on its worker."""
     items = [(x, 1.5) for x in range(4)]  # waiting behind another: 3 s, past the timeout
-    outcomes = plait.map(D.sleep_then_double, items, backend="dask", timeout=2.5,
-                         errors="collect")
+    outcomes = plait.map(D.sleep_then_double, items, backend="dask", timeout=2.5, errors="collect")
     assert [o.value for o in outcomes] == [2 * x for x in range(4)], [o.error for o in outcomes]
 
 
@@ -165,7 +228,8 @@ def test_an_argument_that_cannot_be_pickled_fails_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    "fn", [T.lock_on_two, T.raise_unpicklable_on_two, T.unloadable_on_two],
+    "fn",
+    [T.lock_on_two, T.raise_unpicklable_on_two, T.unloadable_on_two],
     ids=["result", "error", "unloadable"],
 )
 def test_a_result_or_error_that_cannot_cross_fails_its_item_alone(fn: Any) -> None:
@@ -243,8 +307,9 @@ def test_a_worker_killed_mid_run_loses_nothing(dask_cluster: DaskCluster) -> Non
 @pytest.mark.timeout(120)
 def test_a_task_that_kills_every_worker_fails_alone(dask_cluster: DaskCluster) -> None:
     try:
-        outcomes = plait.map(T.sigkill_on_three, range(6), backend="dask", chunksize=2,
-                             errors="collect")
+        outcomes = plait.map(
+            T.sigkill_on_three, range(6), backend="dask", chunksize=2, errors="collect"
+        )
         failed = {o.index: type(o.error).__name__ for o in outcomes if o.error is not None}
         assert [o.value for o in outcomes if o.index != 3] == [0, 1, 4, 16, 25], failed
         error = outcomes[3].error
@@ -282,7 +347,11 @@ def test_plait_map_on_the_cluster_with_address(dask_cluster: DaskCluster, tmp_pa
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "plait", "map", "tasks_here:triple", "in.jsonl", *args],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=40,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=40,
         )
 
     # The module lives only here, not on the workers: it goes by value.
@@ -324,7 +393,11 @@ def test_the_embedded_local_cluster_is_reused_and_leaves_no_process(tmp_path: Pa
     env = subprocess_env()
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=80,
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=80,
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
@@ -351,7 +424,10 @@ def test_without_distributed_the_error_names_the_extra() -> None:
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True,
+        [sys.executable, "-c", script],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
         timeout=30,
     )
     assert done.returncode == 0, done.stderr

@@ -11,6 +11,7 @@ import inspect
 from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args, overload
 
+from . import _backends
 from ._options import (
     DEFAULTS,
     DOCS,
@@ -187,9 +188,15 @@ def amap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> AsyncResults[A
     """
     check_callable(fn)
     check_iterable(items)
+    settings = options(**opts)
+    if settings.backend != "auto" and _backends.info(settings.backend).starts_slowly:
+        _backends.info(settings.backend).check_available()  # a missing extra: at the call
+        from ._run import run_async_planned_on_thread
+
+        return AsyncResults(cast(Any, run_async_planned_on_thread(fn, items, settings)))
     from ._run import make_plan, run_async
 
-    run = run_async(make_plan(fn, items, options(**opts), None))
+    run = run_async(make_plan(fn, items, settings, None))
     return AsyncResults(cast(Any, run))  # run_async is an async generator
 
 

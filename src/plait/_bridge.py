@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from ._loops import new_event_loop
 
@@ -79,6 +81,32 @@ def _shelve_when_idle(lease: LoopThread) -> None:
             _idle.append(lease)
             return
     lease.stop()
+
+
+def in_thread(make: Callable[[], Any], name: str) -> asyncio.Future[Any]:
+    """``make()`` on a short-lived thread, as a future of the running loop (planning a run may
+    sample calls or connect to a cluster, which block)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if waiter.done():
+            return
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(value)
+
+    def run() -> None:
+        try:
+            value, error = make(), None
+        except BaseException as exc:
+            value, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return waiter
 
 
 def _forget_loops_after_fork() -> None:

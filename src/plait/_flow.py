@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._backends._base import is_async_callable
+from ._bridge import in_thread
 from ._handoff import END, Handoff, Raised
 from ._progress import Bar, NoProgress, progress
 
@@ -239,7 +239,7 @@ async def run_stage(
     keep: dict[int, Envelope] = {}
     source = _StageInput(envelopes, keep)
     options = {"ordered": control.ordered, **step.options, "errors": "collect"}
-    setup = _in_thread(lambda: amap(worker_call(step), source, **options))
+    setup = in_thread(lambda: amap(worker_call(step), source, **options), "plait-stage-setup")
     results: Any = None
     started = False
     bar = progress(control.show_progress, control.length if index == 0 else None, label)
@@ -282,31 +282,6 @@ def _count(bar: NoProgress | Bar, index: int, before: Envelope, outcome: Any) ->
     """One item through this stage; one that failed earlier only passed by: not counted."""
     if isinstance(before, Item):
         bar.update(1, failed=0 if outcome.error is None else 1)
-
-
-def _in_thread(make: Callable[[], Any]) -> asyncio.Future[Any]:
-    """``make()`` on a short-lived thread (planning a run may sample calls, which block)."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[Any] = loop.create_future()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if waiter.done():
-            return
-        if error is not None:
-            waiter.set_exception(error)
-        else:
-            waiter.set_result(value)
-
-    def run() -> None:
-        try:
-            value, error = make(), None
-        except BaseException as exc:
-            value, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-            loop.call_soon_threadsafe(settle, value, error)
-
-    threading.Thread(target=run, name="plait-stage-setup", daemon=True).start()
-    return waiter
 
 
 async def _discard(results: Any, started: bool) -> None:

@@ -7,14 +7,14 @@ import concurrent.futures
 import contextlib
 import operator
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import _backends
 from ._backends._base import Backend, ChunkResult, is_async_callable
 from ._backends._pool import QueuePool
-from ._bridge import LoopThread, give_back, lease_loop
+from ._bridge import LoopThread, give_back, in_thread, lease_loop
 from ._chunks import Chunker, Source
 from ._options import Options, policies_given
 from ._policies import Policies
@@ -303,7 +303,29 @@ def _inline_steps(plan: Plan) -> Iterator[tuple[list[Any], BaseException | None]
         bar.close()
 
 
-async def run_async(plan: Plan) -> AsyncIterator[Any]:
+async def run_async_planned_on_thread(
+    fn: Callable[..., Any], items: Any, options: Options
+) -> AsyncIterator[Any]:
+    """``amap`` on a backend that starts slowly (Dask: connecting to the cluster or starting
+    the embedded one): the run is planned on a thread while the caller's loop goes on."""
+    setup = in_thread(lambda: make_plan(fn, items, options, None), "plait-setup")
+    try:
+        plan: Plan = await asyncio.shield(setup)
+    except asyncio.CancelledError:
+        setup.add_done_callback(_close_unused_plan)
+        raise
+    async with contextlib.aclosing(run_async(plan)) as run:
+        async for value in run:
+            yield value
+
+
+def _close_unused_plan(setup: asyncio.Future[Plan]) -> None:
+    """The caller left while its run was being planned: release what the plan started."""
+    if not setup.cancelled() and setup.exception() is None and setup.result().owned:
+        _close(setup.result().backend, asyncio.CancelledError())
+
+
+async def run_async(plan: Plan) -> AsyncGenerator[Any, None]:
     loop = asyncio.get_running_loop()
     sinks: list[LoopSink[Entry]] = []
 

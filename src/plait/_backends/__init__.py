@@ -46,6 +46,8 @@ class BackendInfo:
     calls_on_loop: bool = False  # ``prepare`` returns fn and ``run`` awaits it on the loop:
     # the scheduler may then call fn itself, one item at a time, with no chunk round trip
     coroutines_only: bool = False  # meant for coroutine functions (``advise`` tries it only then)
+    starts_slowly: bool = False  # creating it may block for seconds (connecting to a cluster):
+    # ``amap`` creates it on a thread, so that the caller's event loop goes on meanwhile
     requires: str | None = None  # the optional module it needs ...
     extra: str | None = None  # ... and the extra that installs it: pip install 'plait[extra]'
     colour: str = "#333333"  # its bars in ``advise``'s chart
@@ -85,7 +87,7 @@ REGISTRY: dict[str, BackendInfo] = {
         ),
         BackendInfo(
             "dask", "._dask:DaskBackend", None, 0.05, stops_tasks=True, requires="distributed",
-            extra="dask", colour="#e45756", grid=lambda cores: (cores,),
+            extra="dask", colour="#e45756", grid=lambda cores: (cores,), starts_slowly=True,
         ),  # workers=None: the cluster's threads; auto never picks it, advise skips it
     )
 }
