@@ -43,6 +43,18 @@ def test_await_gives_the_list(backend: str) -> None:
     assert asyncio.run(main()) == [x * x for x in range(30)]
 
 
+def test_await_a_pools_amap_gives_the_list(backend: str) -> None:
+    fn = pick(backend, T.square, T.asquare)
+
+    async def main() -> tuple[list[int], list[int]]:
+        with plait.Pool(backend=backend, workers=WORKERS) as pool:
+            awaited = await pool.amap(fn, range(10))
+            iterated = [x async for x in pool.amap(fn, range(10))]
+        return awaited, iterated
+
+    assert asyncio.run(main()) == ([x * x for x in range(10)], [x * x for x in range(10)])
+
+
 def test_await_with_async_input_and_collect(backend: str) -> None:
     fn = pick(backend, T.fail_on_five, T.afail_on_five)
 

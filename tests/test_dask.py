@@ -101,6 +101,27 @@ def test_amap_left_while_it_connects_leaves_nothing_behind() -> None:
         assert wait_until(lambda: "plait-setup" not in names(), 10)
 
 
+def test_an_asynchronous_client_serves_amap_and_refuses_a_blocking_call(
+    dask_cluster: DaskCluster,
+) -> None:
+    from distributed import Client
+
+    async def main() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with Client(dask_cluster.address, asynchronous=True) as client:  # the default
+            seen["amap"] = [x async for x in plait.amap(abs, [-1, -2], backend="dask")]
+            with plait.Pool(backend="dask", client=client) as pool:
+                seen["pool.amap"] = await pool.amap(abs, [-3])
+                with pytest.raises(RuntimeError, match="asynchronous Dask client"):
+                    pool.map(abs, [-4])
+            with pytest.raises(RuntimeError, match=r"asyncio\.to_thread"):
+                plait.map(abs, [-5], backend="dask")  # would block the loop it needs
+            seen["to_thread"] = await asyncio.to_thread(plait.map, abs, [-6], backend="dask")
+        return seen
+
+    assert asyncio.run(main()) == {"amap": [1, 2], "pool.amap": [3], "to_thread": [6]}
+
+
 def test_amap_on_the_cluster_from_a_running_loop(dask_cluster: DaskCluster) -> None:
     import dask
 

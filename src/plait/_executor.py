@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from ._backends import NAMES
 from ._backends._base import Backend, StarCall
 from ._lifetime import exiting, watch
 from ._options import Options, check_backend, check_callable, check_iterable, options
+from ._stream import AsyncResults
 
 if TYPE_CHECKING:
     from ._backends._base import ChunkResult
@@ -142,12 +143,14 @@ class Pool(concurrent.futures.Executor):
         )
         return collect(plan)
 
-    def amap(self, fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncIterator[Any]:
+    def amap(self, fn: Callable[..., Any], items: Any, /, **opts: Any) -> AsyncResults[Any]:
+        """As ``plait.amap`` on this pool's workers: ``async for`` the results, or ``await``
+        the list."""
         check_callable(fn)
         check_iterable(items)
         from ._run import make_plan, run_async
 
-        return run_async(make_plan(fn, items, self._options(opts), self._live()))
+        return AsyncResults(run_async(make_plan(fn, items, self._options(opts), self._live())))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """A future that goes RUNNING when a worker starts the call; its callbacks run in

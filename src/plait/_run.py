@@ -170,7 +170,21 @@ def _runs_inline(plan: Plan) -> bool:
     )
 
 
+def _refuse_to_block_the_backends_loop(plan: Plan) -> None:
+    """A sync call on the thread of the event loop the backend itself needs would deadlock."""
+    if not getattr(plan.backend, "needs_callers_loop", False):
+        return
+    if plan.owned:
+        _close(plan.backend, None)
+    raise RuntimeError(
+        "this call would block the event loop that its asynchronous Dask client runs on: "
+        "use plait.amap here (`async for x in plait.amap(...)` or `await plait.amap(...)`), "
+        "or run the sync call on a thread (`await asyncio.to_thread(plait.map, ...)`)"
+    )
+
+
 def run_sync(plan: Plan) -> Iterator[Any]:
+    _refuse_to_block_the_backends_loop(plan)
     if _runs_inline(plan):
         return _run_inline(plan)
     return _run_on_loop(plan)
@@ -461,6 +475,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
 
 def collect(plan: Plan) -> list[Any]:
     """plait.map: the whole run on a loop of its own, one hand-off at the end."""
+    _refuse_to_block_the_backends_loop(plan)
     if _runs_inline(plan):
         values, error = _collect_inline(plan)
     else:

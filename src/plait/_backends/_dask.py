@@ -31,7 +31,7 @@ from typing import Any
 from .._exceptions import SerializationError
 from .._worker_crashed import WorkerCrashed
 from ._base import ChunkResult, all_failed, around_failed, blocking_callable, concat, timed_out
-from ._dask_cluster import connect, in_flight, total_threads
+from ._dask_cluster import connect, in_flight, on_its_loop, total_threads
 from ._dask_task import decode, dumps, run_remote
 
 _run_ids = itertools.count(1)
@@ -45,6 +45,9 @@ class DaskBackend:
         self, workers: int | None, *, address: str | None = None, client: Any = None
     ) -> None:
         self.client = connect(address, client)
+        # an asynchronous client on this thread's loop: only the async API (amap) can use it,
+        # as a sync call would block the loop the client runs on
+        self.needs_callers_loop = on_its_loop(self.client)
         self.threads = total_threads(self.client)
         self.workers = workers or in_flight(self.threads)  # chunks on the cluster at once
         self._timed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (

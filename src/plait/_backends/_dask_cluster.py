@@ -166,8 +166,17 @@ def in_flight(threads: int) -> int:
     return 2 * threads
 
 
+def on_its_loop(client: Any) -> bool:
+    """An asynchronous Client used on its own event loop's thread: a blocking call there would
+    stop the loop the client needs (its methods return coroutines there)."""
+    return bool(getattr(client, "asynchronous", False))
+
+
 def total_threads(client: Any) -> int:
     """How many tasks the cluster runs at once now (waiting a little for a first worker)."""
+    if on_its_loop(client):  # no waiting here: what the client last heard from the scheduler
+        workers = client.scheduler_info().get("workers", {})
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
     nthreads: dict[str, int] = client.nthreads()
     if not nthreads:
         client.wait_for_workers(1, timeout=30)
