@@ -45,6 +45,17 @@ def test_responses_come_back_in_input_order_across_blocks(server: Server) -> Non
     assert [r.body for r in responses] == [{"name": str(i)} for i in range(30)]
 
 
+def test_progress_bar_counts_the_responses_here(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import plait.http
+
+    urls = [server.url("/ok/1"), server.url("/status/404"), server.url("/ok/2")]
+    list(plait.http.fetch_all(urls, backend="dask", progress=True, retries=0))
+    err = capsys.readouterr().err
+    assert "ok=2 failed=1" in err and "3req" in err.replace(" ", "")
+
+
 def test_per_host_limit_holds_for_the_whole_cluster(
     server: Server, dask_cluster: DaskCluster
 ) -> None:

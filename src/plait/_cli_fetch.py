@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         urls = _skipping(read_urls(source), done)
         if args.backend == "dask":
             results: Iterator[Any] | AsyncIterator[Any] = fetch_all(
-                urls, backend="dask", address=args.address, **options
+                urls, backend="dask", address=args.address, progress=not args.quiet, **options
             )
         else:
             results = afetch_all(urls, ordered=False, progress=not args.quiet, **options)

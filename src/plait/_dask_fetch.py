@@ -14,6 +14,8 @@ limits hold for the whole cluster:
 
 The input is read lazily in blocks (``block`` inputs, by default twice ``concurrency``); at most
 two blocks are on the cluster at once, so an endless input works and read-ahead is bounded.
+``progress=True`` shows the bar here, counting responses as they come back (a block at a time;
+retries happen on the workers, so it has no retrying count).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def fetch_on_cluster(
     default one per worker); ``fetch``: what runs a shard on a worker.
     """
     from ._backends._dask_cluster import connect
+    from ._progress import progress
 
     cluster = connect(address, client)
     workers = sorted(cluster.nthreads())
@@ -94,6 +97,7 @@ def fetch_on_cluster(
     source = iter(requests)
     in_flight: deque[list[tuple[list[int], Any]]] = deque()
     start = 0
+    bar = progress(bool(options.get("progress")), None, "fetch", unit="req", status=_counts)
     try:
         while True:
             while len(in_flight) < BLOCKS_IN_FLIGHT:
@@ -106,10 +110,17 @@ def fetch_on_cluster(
                 start += len(items)
             if not in_flight:
                 return
-            yield from _collect(cluster, in_flight.popleft())
+            for response in _collect(cluster, in_flight.popleft()):
+                bar.update(1, failed=response.error is not None)
+                yield response
     finally:
+        bar.close()
         for parts in in_flight:
             cluster.cancel([future for _, future in parts])
+
+
+def _counts(done: int, failed: int) -> str:
+    return f"ok={done - failed} failed={failed}"
 
 
 def _submit_block(
