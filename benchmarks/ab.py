@@ -179,6 +179,9 @@ def main() -> None:
         return
     if args.before is None or args.after is None:
         parser.error("give the BEFORE and AFTER checkouts")
+    from harness import cache_bytecode
+
+    cache_bytecode(args.before / "src", args.after / "src", HERE)
     wanted = [w for w in args.only.split(",") if w]
     names = [n for n in WORKLOADS if not wanted or any(w in n for w in wanted)]
     print(f"load average {os.getloadavg()[0]:.1f}; {args.repeat} interleaved runs; medians")

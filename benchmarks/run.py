@@ -31,7 +31,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # the task functions must be importable by worker processes
 
 from cold import cold  # noqa: E402
-from harness import QUICK, Goal, Report, Sizes, cores  # noqa: E402
+from harness import QUICK, Goal, Report, Sizes, cache_bytecode, cores  # noqa: E402
 from startup import import_time, thread_overhead  # noqa: E402
 from stream import w6_stream  # noqa: E402
 from suites_cpu import w1_tiny, w2_cpu, w7_files  # noqa: E402
@@ -121,6 +121,7 @@ def goals_section(report: Report, goals: list[Goal]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    cache_bytecode(Path(plait.__file__).parent, Path(__file__).parent)
     # On SIGTERM, unwind (finally blocks kill the W6 children) rather than vanish.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sizes = QUICK if args.quick else Sizes()

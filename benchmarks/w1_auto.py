@@ -47,6 +47,12 @@ def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child(sys.argv[2])
         return
+    sys.path.insert(0, HERE)
+    from harness import cache_bytecode
+
+    import plait
+
+    cache_bytecode(os.path.dirname(plait.__file__), HERE)
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     times: dict[str, list[tuple[float, float]]] = {"serial": [], "auto": []}
     for _ in range(runs):
