@@ -245,3 +245,32 @@ def test_later_workers_inherit_the_stdlib_modules_the_program_loaded() -> None:
     assert {"decimal", "zoneinfo"} <= _template.PRELOAD and "xmlrpc" not in _template.PRELOAD
     assert wait_until(lambda: "zoneinfo" in one_private_worker(), 10)
     assert one_private_worker() == ["decimal", "zoneinfo"]
+
+
+SHADOWED = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import csv  # the program's own csv.py, which shadows the standard library's
+import zoneinfo  # a listed stdlib module: the template preloads it
+import plait
+import _reuse_tasks as R
+
+names = ["csv", "zoneinfo"]
+plait.map(R.loaded, [names], backend="process")  # the template runs, and is asked to preload
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    (found,) = plait.map(R.loaded, [names], backend="process", max_tasks_per_worker=1)
+    if "zoneinfo" in found:
+        break
+print(" ".join(found))
+"""
+
+
+def test_a_module_that_shadows_the_stdlib_is_never_preloaded(tmp_path: Path) -> None:
+    (tmp_path / "csv.py").write_text("MINE = True\n")
+    done = subprocess.run(
+        [sys.executable, "-c", SHADOWED, str(tmp_path)], env=subprocess_env(),
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["zoneinfo"]  # the stdlib csv would differ from the parent's

@@ -183,7 +183,7 @@ class Template:
     def _preload(self) -> None:
         """Ask the template to import the PRELOAD modules this program has that it lacks
         (after a fork, so that the first workers never wait for them)."""
-        loaded = {name for name in PRELOAD if name in sys.modules} - self._preloading
+        loaded = {name for name in PRELOAD if _from_the_stdlib(name)} - self._preloading
         if not loaded:
             return
         self._preloading |= loaded
@@ -201,6 +201,21 @@ class Template:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+
+def _from_the_stdlib(name: str) -> bool:
+    """The program has imported the standard library's ``name``, not a module of its own that
+    shadows it (a ``json.py`` beside the script): the worker must import what the parent has."""
+    module = sys.modules.get(name)
+    origin = getattr(getattr(module, "__spec__", None), "origin", None)
+    if origin in ("built-in", "frozen"):
+        return True
+    import sysconfig
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    if not isinstance(origin, str):
+        return False
+    return os.path.commonpath([os.path.abspath(origin), stdlib]) == stdlib
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
