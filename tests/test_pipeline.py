@@ -311,6 +311,15 @@ def test_explain_shows_each_stage() -> None:
         plait.explain(plus_one)  # type: ignore[call-overload]
 
 
+def test_explain_after_a_run_shows_what_auto_chose() -> None:
+    flow = plait.pipeline(range(200)).map(plus_one).map(slow_double, backend="thread")
+    assert plait.explain(flow)[0].backend == "auto"  # not run yet: decided when it runs
+    assert flow.run() == [2 * (x + 1) for x in range(200)]
+    first = plait.explain(flow)[0]
+    assert first.backend == "inline"  # microsecond calls: auto runs them in the loop's thread
+    assert first.reason.startswith("Chosen by auto when the flow last ran: The first")
+
+
 def test_progress_shows_one_bar_per_stage(capsys: pytest.CaptureFixture[str]) -> None:
     flow = (
         plait.pipeline(range(20), progress=True, errors="collect")

@@ -196,8 +196,8 @@ def amap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> AsyncResults[A
         return AsyncResults(cast(Any, run_async_planned_on_thread(fn, items, settings)))
     from ._run import make_plan, run_async
 
-    run = run_async(make_plan(fn, items, settings, None))
-    return AsyncResults(cast(Any, run))  # run_async is an async generator
+    plan = make_plan(fn, items, settings, None)
+    return AsyncResults(run_async(plan), plan.decision)
 
 
 # --- help(): every option with its type and default ------------------------------------------

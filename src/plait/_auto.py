@@ -71,6 +71,7 @@ class AutoPlan:
     chunksize: int | None
     items: Any
     head: ChunkResult | None = None
+    decision: Decision | None = None  # what was chosen and why (explain, pipelines)
 
 
 def choose(facts: Facts) -> Decision | Need:
@@ -328,9 +329,13 @@ def decide(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> Au
         log(decision)
     s = facts.sample
     if s is None:
-        return AutoPlan(decision.backend, decision.workers, decision.chunksize, items)
+        return AutoPlan(
+            decision.backend, decision.workers, decision.chunksize, items, decision=decision
+        )
     head = s.head if s.head.values else None
-    return AutoPlan(decision.backend, decision.workers, decision.chunksize, s.rest, head)
+    return AutoPlan(
+        decision.backend, decision.workers, decision.chunksize, s.rest, head, decision
+    )
 
 
 def announce(fn: Callable[..., Any], items: Any, opts: Options, length: int) -> None:

@@ -61,6 +61,7 @@ class Step:
     fn: Callable[..., Any] | None
     options: dict[str, Any] = field(default_factory=dict)
     size: int = 0  # batch
+    chosen: Any = None  # backend="auto": the Decision of the flow's last run, for explain
 
 
 # --- what runs in the workers: the user's function behind a pass-through --------------------
@@ -245,6 +246,7 @@ async def run_stage(
     bar = progress(control.show_progress, control.length if index == 0 else None, label)
     try:
         results = await asyncio.shield(setup)
+        step.chosen = results._decision or step.chosen
         started = True
         async for outcome in results:
             before = keep.pop(outcome.index)

@@ -314,7 +314,8 @@ class FlowPlan(list[StagePlan]):
 
 def explain_flow(flow: Pipeline) -> FlowPlan:
     """Each stage's backend, workers and why; nothing is run. A stage on ``backend="auto"``
-    is decided when the flow runs, on that stage's own first calls."""
+    is decided when the flow runs, on that stage's own first calls: after a run, what it chose
+    then."""
     from ._auto import explain
     from ._backends._base import is_async_callable
 
@@ -325,6 +326,11 @@ def explain_flow(flow: Pipeline) -> FlowPlan:
                                                     "in the flow's own loop."))
             continue
         given = step.options.get("backend", "auto")
+        if given == "auto" and step.chosen is not None:
+            chosen = step.chosen
+            plans.append(StagePlan(label, chosen.backend, chosen.workers,
+                                   f"Chosen by auto when the flow last ran: {chosen.reason}"))
+            continue
         if given == "auto" and not is_async_callable(step.fn):
             plans.append(StagePlan(label, "auto", step.options.get("workers"),
                                    "decided when the flow runs, by timing this stage's own "

@@ -37,6 +37,7 @@ class Plan:
     handle: Any
     chunksize: int | None = None
     head: ChunkResult | None = None  # results of the items that backend="auto" sampled
+    decision: Any = None  # backend="auto": its Decision (what it chose, and why)
 
 
 def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backend | None) -> Plan:
@@ -51,7 +52,10 @@ def make_plan(fn: Callable[..., Any], items: Any, options: Options, pool: Backen
         if _needs_stoppable(fn, options) and not _backends.info(name).stops_tasks:
             name = "thread"
         backend = create_backend(name, auto.workers, options, shared=True)
-        plan = Plan(fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head)
+        plan = Plan(
+            fn, auto.items, length, options, backend, True, None, auto.chunksize, auto.head,
+            auto.decision,
+        )
     else:
         if _needs_stoppable(fn, options) and not _backends.info(options.backend).stops_tasks:
             raise ValueError(_cannot_stop(options.backend))

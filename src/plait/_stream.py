@@ -18,11 +18,12 @@ class AsyncResults(AsyncIterator[R], Awaitable[list[R]]):
     Close it early with ``await results.aclose()`` or ``contextlib.aclosing(results)``.
     """
 
-    __slots__ = ("_run", "_used")
+    __slots__ = ("_decision", "_run", "_used")
 
-    def __init__(self, run: AsyncGenerator[R, None]) -> None:
+    def __init__(self, run: AsyncGenerator[R, None], decision: Any = None) -> None:
         self._run = run
         self._used = False
+        self._decision = decision  # backend="auto": its Decision (explain(flow) shows it)
 
     def __aiter__(self) -> AsyncResults[R]:
         return self
