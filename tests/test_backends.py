@@ -20,7 +20,8 @@ pytestmark = pytest.mark.timeout(60)
 _TYPES = {  # what each field of a description must hold
     "name": str, "target": str, "workers": (int, type(None)), "chunk_target_s": (float, type(None)),
     "stops_tasks": bool, "initializer": bool, "recycles": bool, "calls_on_loop": bool,
-    "coroutines_only": bool, "requires": (str, type(None)), "extra": (str, type(None)),
+    "coroutines_only": bool, "starts_slowly": bool, "requires": (str, type(None)),
+    "extra": (str, type(None)),
     "colour": str,
 }
 
