@@ -42,7 +42,7 @@ MODULES: dict[str, tuple[list[str], list[str], str]] = {
     "ratelimit": (["_ratelimit.py"], ["test_ratelimit.py", "test_policies.py"],
                   "not exactly_one"),
     # (the public-names test reads the module's namespace, which mutmut fills with mutants)
-    "http": (["http/*.py"], ["test_http.py"], "not public_names"),
+    "http": (["http/*.py"], ["test_http.py", "test_mut_http.py"], "not public_names"),
     # the stable backends without the process backend, which is measured on its own (its
     # tests start worker processes, so a run of them takes far longer)
     "backends-core": (
@@ -56,9 +56,10 @@ MODULES: dict[str, tuple[list[str], list[str], str]] = {
     "backends-process": (
         ["_backends/_process.py", "_backends/_process_worker.py", "_backends/_boot.py",
          "_backends/_wire.py", "_backends/_template.py", "_backends/_reuse.py"],
+        # (test_policies' process cases check the scheduler's policies, measured with
+        # "scheduler" and "policies": left out here, they only made each survivor slower)
         ["test_process_faults.py", "test_process_roundtrip.py", "test_process_groups.py",
-         "test_process_reuse.py",
-         "test_conformance.py", "test_policies.py"],
+         "test_process_reuse.py", "test_mut_process.py", "test_conformance.py"],
         "process and not exactly_one",
     ),
 }
