@@ -8,6 +8,7 @@ empty, an error of no known kind): for those, ``translate`` itself is called wit
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 
@@ -43,10 +44,8 @@ def full_backlog() -> Iterator[int]:
                 filler = socket.socket()
                 filler.setblocking(False)
                 fillers.append(filler)
-                try:
+                with contextlib.suppress(BlockingIOError):  # it completes in the queue
                     filler.connect(("127.0.0.1", port))
-                except BlockingIOError:
-                    pass
             yield port
         finally:
             for filler in fillers:
