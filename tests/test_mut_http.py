@@ -8,12 +8,16 @@ empty, an error of no known kind): for those, ``translate`` itself is called wit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from conftest import wait_until
 from http_server import Server
 
 from plait.http import (
@@ -22,6 +26,8 @@ from plait.http import (
     InvalidRequest,
     Request,
     RequestTimeout,
+    Response,
+    afetch_all,
     fetch_all,
 )
 from plait.http._config import make_config
@@ -84,3 +90,57 @@ def test_errors_without_a_message_or_of_no_known_kind_keep_their_name() -> None:
     other = translate(odd, "example.com", config)
     assert type(other) is FetchError and str(other) == "RuntimeError: boom"
     assert other.__cause__ is odd
+
+
+# --- adaptive concurrency: the exact limits ------------------------------------------------
+
+
+def _in_flight_while_held(server: Server, urls: list[str], **options: object) -> int:
+    """Run ``urls`` (ending in /hold/ requests the server keeps unanswered) in the background;
+    how many requests are in flight once the run has settled against the held ones."""
+    server.hold(0)
+    results: list[Response] = []
+    consumer = threading.Thread(
+        target=lambda: results.extend(fetch_all(urls, retries=0, **options))  # type: ignore[arg-type]
+    )
+    consumer.start()
+    try:
+        assert wait_until(lambda: any(h.path.startswith("/hold/") for h in list(server.hits)), 10)
+        time.sleep(0.3)  # time for more to arrive, if the cap did not hold them
+        in_flight = server.in_flight
+    finally:
+        server.release()
+        consumer.join(10)
+    assert len(results) == len(urls) and all(r.ok for r in results if "/hold/" in r.url)
+    return in_flight
+
+
+def test_adaptive_concurrency_halves_down_to_one(server: Server) -> None:
+    """per_host=2: two requests answered 429 at once halve it once, to 1 (never 0)."""
+    urls = [server.url("/status/429")] * 2 + [server.url(f"/hold/{i}") for i in range(4)]
+    assert _in_flight_while_held(server, urls, concurrency=8, per_host=2, adaptive=True) == 1
+
+
+def test_adaptive_concurrency_counts_successes_from_the_cut(server: Server) -> None:
+    """Cut to 4, it takes 4 successes to grow by one: after 3 it still holds at 4."""
+    urls = (
+        [server.url("/status/429")] * 8
+        + [server.url(f"/ok/{i}") for i in range(3)]
+        + [server.url(f"/hold/{i}") for i in range(8)]
+    )
+    assert _in_flight_while_held(server, urls, concurrency=8, adaptive=True) == 4
+
+
+# --- afetch_all's progress bar ---------------------------------------------------------------
+
+
+def test_afetch_all_progress_bar_counts_failures(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def main() -> list[Response]:
+        urls = [server.url("/ok/1"), server.url("/status/404")]
+        return [r async for r in afetch_all(urls, progress=True, retries=0)]
+
+    results = asyncio.run(asyncio.wait_for(main(), 10))
+    assert [r.status for r in results] == [200, 404]
+    assert "ok=1 failed=1 retrying=0" in capsys.readouterr().err
