@@ -60,7 +60,11 @@ MODULES: dict[str, tuple[list[str], list[str], str]] = {
         # "scheduler" and "policies": left out here, they only made each survivor slower)
         ["test_process_faults.py", "test_process_roundtrip.py", "test_process_groups.py",
          "test_process_reuse.py", "test_mut_process.py", "test_conformance.py"],
-        "process and not exactly_one",
+        # (the tests that run a program in a temporary folder fail there: its workers, which
+        # import the mutated code, cannot find mutmut's configuration; in-process tests only
+        # reach the parent's side anyway)
+        "process and not exactly_one and not round_trip_from and not empty_sys_path_entry"
+        " and not replaced_after_timeouts and not what_tasks_print",
     ),
 }
 

@@ -20,9 +20,13 @@ import pytest
 from conftest import wait_until
 from http_server import Server
 
+from plait._clock import FakeClock
 from plait.http import (
+    Backoff,
+    BodyTooLarge,
     ConnectionFailed,
     FetchError,
+    HTTPStatusError,
     InvalidRequest,
     Request,
     RequestTimeout,
@@ -131,6 +135,17 @@ def test_adaptive_concurrency_counts_successes_from_the_cut(server: Server) -> N
     assert _in_flight_while_held(server, urls, concurrency=8, adaptive=True) == 4
 
 
+
+def test_adaptive_concurrency_grows_by_one_per_round(server: Server) -> None:
+    """Cut to 4: 4 successes grow it to 5, and the count starts again from 0, so 4 more
+    successes (one short of a round of 5) leave it at 5."""
+    urls = (
+        [server.url("/status/429")] * 8
+        + [server.url(f"/ok/{i}") for i in range(8)]
+        + [server.url(f"/hold/{i}") for i in range(8)]
+    )
+    assert _in_flight_while_held(server, urls, concurrency=8, adaptive=True) == 5
+
 # --- afetch_all's progress bar ---------------------------------------------------------------
 
 
@@ -144,3 +159,63 @@ def test_afetch_all_progress_bar_counts_failures(
     results = asyncio.run(asyncio.wait_for(main(), 10))
     assert [r.status for r in results] == [200, 404]
     assert "ok=1 failed=1 retrying=0" in capsys.readouterr().err
+
+
+
+# --- statuses, bodies, Retry-After ------------------------------------------------------------
+
+
+def test_a_status_without_a_reason_phrase_is_named_by_its_code(server: Server) -> None:
+    (r,) = fetch_all([server.url("/status/599")], retries=0)
+    assert isinstance(r.error, HTTPStatusError) and r.error.status == 599
+    assert str(r.error) == "HTTP 599"
+
+
+def test_raise_for_error_raises_the_error_or_returns_the_response(server: Server) -> None:
+    ok, missing = fetch_all([server.url("/ok/1"), server.url("/status/404")], retries=0)
+    assert ok.raise_for_error() is ok
+    with pytest.raises(HTTPStatusError) as caught:
+        missing.raise_for_error()
+    assert caught.value is missing.error
+
+
+def test_a_body_announced_too_long_is_refused_with_its_length(server: Server) -> None:
+    (r,) = fetch_all([server.url("/ok/abc")], max_body=2, retries=0)  # "ok abc", 6 bytes
+    assert isinstance(r.error, BodyTooLarge) and r.body is None
+    assert str(r.error) == (
+        "the body is 6 bytes, more than max_body=2 bytes; "
+        "raise max_body (None: no limit) or use read='none'"
+    )
+
+
+SLOW = Backoff(initial_s=5, multiplier=1, max_s=5)  # a full-jitter backoff of up to 5 s
+
+
+def test_a_retry_in_a_zero_pause_waits_neither_pause_nor_backoff(server: Server) -> None:
+    clock = FakeClock()
+    url = server.url("/flaky/zero?fail=1&code=429&after=0")
+    (r,) = fetch_all([url], backoff=SLOW, clock=clock)
+    assert (r.status, r.attempts) == (200, 2)
+    assert clock.now() == 0.0
+
+
+def test_a_pause_that_ended_no_longer_replaces_the_backoff(server: Server) -> None:
+    """One run, one host: a 429 + Retry-After: 1 pauses it; a 500 after the pause ended backs
+    off again (virtual time passes beyond the pause)."""
+    clock = FakeClock()
+    urls = [server.url("/flaky/p?fail=1&code=429&after=1"), server.url("/flaky/q?fail=1")]
+    first, second = fetch_all(urls, concurrency=1, backoff=SLOW, clock=clock)
+    assert (first.attempts, second.attempts) == (2, 2) and first.ok and second.ok
+    assert clock.now() > 1.0
+
+
+def test_the_bar_counts_requests_retrying_at_once(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two requests fail at once and back off together (real time: each for up to 1 s, far
+    longer than between their failures); when both are done, none is retrying."""
+    urls = [server.url("/flaky/r1?fail=1"), server.url("/flaky/r2?fail=1")]
+    wait = Backoff(initial_s=1, multiplier=1, max_s=1)
+    results = list(fetch_all(urls, concurrency=2, backoff=wait, progress=True))
+    assert [r.attempts for r in results] == [2, 2]
+    assert capsys.readouterr().err.rstrip().endswith("ok=2 failed=0 retrying=0]")
