@@ -7,12 +7,19 @@ errors that cannot cross back say why, and a chunk with an unpicklable item keep
 from __future__ import annotations
 
 import os
+import pickle
+import socket
+import threading
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
 
 import _tasks as T
+import cloudpickle
 import pytest
 
 import plait
-from plait._backends import _template
+from plait._backends import _process_worker, _template, _wire
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,3 +59,159 @@ def test_an_exception_that_cannot_be_rebuilt_names_what_failed() -> None:
     )
     message = str(outcomes[2].error)
     assert "(it cannot be rebuilt in the parent: TypeError: " in message, message
+
+
+# --- the worker's side of the wire, run in this process --------------------------------------
+#
+# A worker runs in a child, where mutmut cannot see which test reaches its code. Here its loop
+# (``_start``, then ``_loop``, as ``serve`` runs them) serves a socket pair in a thread of this
+# process, with the parent's own framing (``multiprocessing.connection``) on the other end: the
+# same messages a real worker gets (tests/test_process_*.py run real ones).
+
+
+class InProcessWorker:
+    def __init__(self, initializer: Any = None) -> None:
+        parent, child = socket.socketpair()
+        self.conn = Connection(parent.detach())
+        self._child = _wire.FdConnection(child.detach())
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        blob = None if initializer is None else cloudpickle.dumps(initializer)
+        setup = {"context": _wire.context(), "initializer": blob}
+        self.conn.send_bytes(pickle.dumps(setup))
+        self.first = self.conn.recv_bytes()
+
+    def _serve(self) -> None:
+        try:
+            if _process_worker._start(self._child):
+                _process_worker._loop(self._child)
+        except EOFError:  # the parent's end closed: the worker leaves
+            pass
+        except BaseException as exc:  # reported to the test
+            self.error = exc
+        finally:
+            os.close(self._child.fd)
+
+    def send(self, fn_id: int, fn: Any, payload: bytes, count: int, by_value: bool) -> bytes:
+        blob = None if fn is None else bytes(cloudpickle.dumps(fn))
+        self.conn.send_bytes(_wire.encode_call((fn_id, blob, payload, count, by_value)))
+        reply: bytes = self.conn.recv_bytes()
+        return reply
+
+    def call(self, fn_id: int, fn: Any, items: list[Any]) -> tuple[list[Any], dict[int, Any]]:
+        """The values and the rebuilt errors of one chunk."""
+        reply = self.send(fn_id, fn, pickle.dumps(items), len(items), False)
+        blob, records, _ = _wire.decode_result(reply)
+        return pickle.loads(blob), {i: _wire.decode_error(r) for i, r in records.items()}
+
+    def close(self) -> None:
+        self.conn.close()
+        self.thread.join(10)
+        assert not self.thread.is_alive() and self.error is None, self.error
+
+
+@pytest.fixture
+def worker() -> Iterator[InProcessWorker]:
+    served = InProcessWorker()
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def _fail_on_two(x: int) -> int:
+    if x == 2:
+        raise SystemExit(3)  # a task's error like any other: the worker goes on
+    return x * 10
+
+
+def test_a_worker_says_ready_then_runs_chunks(worker: InProcessWorker) -> None:
+    assert worker.first == _wire.READY
+    values, errors = worker.call(1, _fail_on_two, [0, 1, 2, 3])
+    assert values == [0, 10, None, 30] and list(errors) == [2]
+    assert type(errors[2]) is SystemExit and errors[2].code == 3
+    assert "_fail_on_two" in str(errors[2].__cause__)  # the worker's traceback
+    assert worker.call(1, None, [5]) == ([50], {})  # the function is kept: sent once
+
+
+def test_a_worker_keeps_its_last_functions(worker: InProcessWorker) -> None:
+    """An LRU of MAX_CACHED_FUNCTIONS: a function used again stays, the oldest goes."""
+    for fn_id in range(1, _wire.MAX_CACHED_FUNCTIONS + 1):
+        worker.call(fn_id, lambda x, n=fn_id: x + n, [0])
+    assert worker.call(1, None, [0]) == ([1], {})  # used again: now the freshest
+    worker.call(1000, lambda x: x, [0])  # one more: function 2 goes, not function 1
+    assert worker.call(1, None, [0]) == ([1], {})
+    assert worker.call(3, None, [0]) == ([3], {})
+    _, errors = worker.call(2, None, [0])  # the parent mirrors the LRU and sends it again
+    assert type(errors[0]) is plait.SerializationError and "KeyError: 2" in str(errors[0])
+
+
+def test_a_big_chunk_crosses_both_ways(worker: InProcessWorker) -> None:
+    big = [os.urandom(3 << 20), b"x" * 70_000, b""]  # past 64 KiB and 1 MiB reads
+    assert worker.call(1, lambda x: x, big) == (big, {})
+
+
+def test_a_function_that_cannot_be_loaded_fails_its_chunk(worker: InProcessWorker) -> None:
+    call = (1, b"not a pickle", pickle.dumps([1, 2]), 2, False)
+    worker.conn.send_bytes(_wire.encode_call(call))
+    blob, records, _ = _wire.decode_result(worker.conn.recv_bytes())
+    assert pickle.loads(blob) == [None, None] and list(records) == [0, 1]
+    error = _wire.decode_error(records[0])
+    assert type(error) is plait.SerializationError
+    assert str(error).startswith(
+        "the function could not be loaded in the worker (define it in an importable module): "
+        "UnpicklingError: "
+    )
+
+
+def test_arguments_that_do_not_unpickle_are_asked_again_by_value(worker: InProcessWorker) -> None:
+    assert worker.send(1, lambda x: x, b"not a pickle", 1, False) == _wire.RESEND
+    reply = worker.send(1, None, b"still not a pickle", 1, True)  # by value, and still broken
+    blob, records, _ = _wire.decode_result(reply)
+    error = _wire.decode_error(records[0])
+    assert pickle.loads(blob) == [None] and type(error) is plait.SerializationError
+    assert str(error).startswith("the arguments could not be unpickled in the worker: ")
+    assert worker.call(1, None, [7]) == ([7], {})  # and the worker goes on
+
+
+def test_a_result_that_cannot_be_pickled_fails_only_its_item(worker: InProcessWorker) -> None:
+    values, errors = worker.call(1, lambda x: threading.Lock() if x == 1 else x, [0, 1, 2])
+    assert values == [0, None, 2] and list(errors) == [1]
+    assert type(errors[1]) is plait.SerializationError
+    assert str(errors[1]) == (
+        "the task's result (lock) cannot be pickled back to the parent; return plain data"
+    )
+
+
+def test_a_reused_worker_takes_the_parents_environment(worker: InProcessWorker) -> None:
+    context = _wire.context()
+    changed = dict(context, environ=dict(context["environ"], PLAIT_MUT_CONTEXT="1"))
+    try:
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(changed))
+        assert worker.call(1, lambda _: os.environ.get("PLAIT_MUT_CONTEXT"), [0]) == (["1"], {})
+    finally:
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(context))
+        worker.call(2, lambda x: x, [0])  # the context is back before the test ends
+    assert "PLAIT_MUT_CONTEXT" not in os.environ
+
+
+class InitFailed(Exception):
+    pass
+
+
+def _failing_initializer() -> None:
+    raise InitFailed("no database")
+
+
+def test_a_failing_initializer_is_reported_and_the_worker_serves_nothing() -> None:
+    served = InProcessWorker(_failing_initializer)
+    try:
+        assert served.first.startswith(_wire.INIT_FAILED)
+        record = pickle.loads(served.first[len(_wire.INIT_FAILED) :])
+        error = _wire.decode_error(record)
+        assert type(error).__name__ == "InitFailed" and str(error) == "no database"
+        served.thread.join(10)
+        assert not served.thread.is_alive()  # it left without serving a call
+    finally:
+        served.close()
