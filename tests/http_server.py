@@ -88,6 +88,7 @@ class Server:
             ("/slow", _slow), ("/status/{code}", _status), ("/flaky/{key}", self._flaky),
             ("/limited/{key}", self._limited), ("/reset", _reset), ("/reset/{key}", self._reset),
             ("/huge", _huge), ("/hang", _hang), ("/echo", _echo), ("/hold/{i}", self._hold),
+            ("/bytes", _bytes),
         ]
         for path, handler in routes:
             app.router.add_route("*", path, handler)
@@ -233,6 +234,13 @@ async def _huge(request: web.Request) -> web.StreamResponse:
         return response
     await response.write_eof()
     return response
+
+
+async def _bytes(request: web.Request) -> web.StreamResponse:
+    """Latin-1 text, "caf\\xe9" (not UTF-8), sent with ``?charset=`` or no charset at all."""
+    charset = request.query.get("charset")
+    content_type = "text/plain" + (f"; charset={charset}" if charset else "")
+    return web.Response(body=b"caf\xe9", headers={"Content-Type": content_type})
 
 
 async def _hang(request: web.Request) -> web.StreamResponse:

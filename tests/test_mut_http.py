@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -219,3 +219,54 @@ def test_the_bar_counts_requests_retrying_at_once(
     results = list(fetch_all(urls, concurrency=2, backoff=wait, progress=True))
     assert [r.attempts for r in results] == [2, 2]
     assert capsys.readouterr().err.rstrip().endswith("ok=2 failed=0 retrying=0]")
+
+
+
+def test_text_is_decoded_with_the_charset_the_server_names(server: Server) -> None:
+    named, unnamed = fetch_all(
+        [server.url("/bytes?charset=latin-1"), server.url("/bytes")], read="text", retries=0
+    )
+    assert named.body == "caf\xe9"  # "café"
+    assert unnamed.body == "caf\ufffd" and unnamed.error is None  # UTF-8, bad bytes replaced
+    assert (named.nbytes, unnamed.nbytes) == (4, 4)
+
+
+def test_a_body_of_exactly_max_body_with_its_length_announced_is_kept(server: Server) -> None:
+    (r,) = fetch_all([server.url("/ok/abc")], max_body=6, retries=0)  # "ok abc": 6 bytes
+    assert (r.error, r.body) == (None, b"ok abc")
+
+
+def test_a_body_too_long_keeps_its_status(server: Server) -> None:
+    (r,) = fetch_all([server.url("/status/404")], max_body=1, retries=0)  # "status": 6 bytes
+    assert isinstance(r.error, BodyTooLarge) and r.error.status == 404
+
+
+def test_no_max_body_reads_a_body_of_unknown_length_whole(server: Server) -> None:
+    (r,) = fetch_all([server.url("/huge?mb=1")], max_body=None, retries=0)  # chunked
+    assert r.error is None and r.nbytes == 2**20 and r.body == b"x" * 2**20
+
+
+# --- fetch_all's arguments -----------------------------------------------------------------
+
+
+def test_fetch_all_says_what_is_wrong_with_its_arguments() -> None:
+    async def urls() -> AsyncIterator[str]:
+        yield "http://127.0.0.1:1/"
+
+    for backend in ("asyncio", "dask"):
+        with pytest.raises(TypeError) as caught:
+            fetch_all(urls(), backend=backend)  # type: ignore[arg-type]
+        assert str(caught.value) == (
+            "fetch_all takes an iterable; for an async iterable use afetch_all"
+        )
+    for cluster in ({"address": "tcp://127.0.0.1:1"}, {"client": object()}):
+        with pytest.raises(TypeError) as caught:
+            fetch_all(["http://127.0.0.1:1/"], **cluster)
+        assert str(caught.value) == (
+            "address= and client= pick a Dask cluster: pass backend='dask' too"
+        )
+    with pytest.raises(ValueError) as bad:
+        fetch_all(["http://127.0.0.1:1/"], backend="thread")
+    assert str(bad.value) == "fetch_all runs on backend='asyncio' or 'dask', not 'thread'"
+    with pytest.raises(ValueError, match="concurrency must be a positive integer"):
+        fetch_all(["http://127.0.0.1:1/"], backend="dask", concurrency=0)  # before any cluster
