@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import resource
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +24,7 @@ import pytest
 from conftest import wait_until
 from http_server import Server
 
+import plait
 from plait._clock import FakeClock
 from plait.http import (
     Backoff,
@@ -31,6 +36,7 @@ from plait.http import (
     Request,
     RequestTimeout,
     Response,
+    TooManyOpenFiles,
     afetch_all,
     fetch_all,
 )
@@ -270,3 +276,64 @@ def test_fetch_all_says_what_is_wrong_with_its_arguments() -> None:
     assert str(bad.value) == "fetch_all runs on backend='asyncio' or 'dask', not 'thread'"
     with pytest.raises(ValueError, match="concurrency must be a positive integer"):
         fetch_all(["http://127.0.0.1:1/"], backend="dask", concurrency=0)  # before any cluster
+
+
+# --- the optional dependency and the open-files limit, in this process --------------------------
+#
+# (test_http.py checks both in a child interpreter; mutmut only runs the tests that reach the
+# mutated function in the test process itself)
+
+
+@pytest.mark.parametrize("missing", ["aiohttp", "yarl"])
+def test_a_missing_http_dependency_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    monkeypatch.delitem(sys.modules, "plait.http._engine", raising=False)
+    monkeypatch.setitem(sys.modules, missing, None)  # as if it were not installed
+    with pytest.raises(plait.BackendUnavailable) as caught:
+        fetch_all(["http://127.0.0.1:9/"])
+    assert str(caught.value) == (
+        "plait.http needs aiohttp, which is not installed. "
+        "Install it with: pip install 'plait[http]'"
+    )
+    assert isinstance(caught.value.__cause__, ImportError)
+
+
+def test_a_missing_module_of_plait_itself_is_not_taken_for_aiohttp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "plait.http._engine", raising=False)
+    monkeypatch.setitem(sys.modules, "plait.http._hosts", None)
+    with pytest.raises(ImportError) as caught:
+        fetch_all(["http://127.0.0.1:9/"])
+    assert type(caught.value) is ModuleNotFoundError and caught.value.name == "plait.http._hosts"
+
+
+def test_the_open_files_limit_is_raised_to_what_concurrency_needs() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 512
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        fetch_all([], concurrency=low).close()  # checked at the call
+        raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    open_now = len(os.listdir("/proc/self/fd"))
+    # the sockets, the files open now, and 64 to spare: no more
+    assert low + 64 < raised <= low + 64 + open_now + 8, (raised, open_now)
+
+
+def test_more_sockets_than_the_hard_limit_allows_are_refused_with_a_fit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard != resource.RLIM_INFINITY and hard > 200, "this test needs a finite hard limit"
+    with pytest.raises(TooManyOpenFiles) as caught:
+        fetch_all([], concurrency=hard)
+    found = re.fullmatch(
+        rf"concurrency={hard} needs about (\d+) open files but this process may open "
+        rf"at most {hard} \(hard limit\); use concurrency=(\d+) or less, or raise the limit "
+        r"\(e\.g\. `ulimit -n (\d+)` in the shell, or LimitNOFILE= in a systemd unit\)",
+        str(caught.value),
+    )
+    assert found is not None, str(caught.value)
+    needed, fits, ulimit = map(int, found.groups())
+    assert needed == ulimit and needed - hard == hard - fits > 64  # both: the open files + 64
