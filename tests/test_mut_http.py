@@ -276,6 +276,8 @@ def test_fetch_all_says_what_is_wrong_with_its_arguments() -> None:
     assert str(bad.value) == "fetch_all runs on backend='asyncio' or 'dask', not 'thread'"
     with pytest.raises(ValueError, match="concurrency must be a positive integer"):
         fetch_all(["http://127.0.0.1:1/"], backend="dask", concurrency=0)  # before any cluster
+    # checked, the sharded stream is made at once; it reaches for a cluster only when read
+    fetch_all(["http://127.0.0.1:1/"], backend="dask", address="tcp://127.0.0.1:1").close()
 
 
 # --- the optional dependency and the open-files limit, in this process --------------------------
