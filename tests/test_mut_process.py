@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import _tasks as T
@@ -37,6 +38,7 @@ def test_spawned_workers_lead_their_own_session(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_forked_workers_and_the_template_lead_their_own_session() -> None:
+    plait.shutdown()  # a template of its own, started by this test
     found = set(plait.map(_session, range(4), backend="process", workers=2, chunksize=1))
     assert all(pid == sid == pgid for pid, sid, pgid in found)
     template = _template.pid()
@@ -102,7 +104,8 @@ class InProcessWorker:
     def call(self, fn_id: int, fn: Any, items: list[Any]) -> tuple[list[Any], dict[int, Any]]:
         """The values and the rebuilt errors of one chunk."""
         reply = self.send(fn_id, fn, pickle.dumps(items), len(items), False)
-        blob, records, _ = _wire.decode_result(reply)
+        blob, records, elapsed = _wire.decode_result(reply)
+        assert isinstance(elapsed, float) and elapsed >= 0  # the chunk's time, for its sizing
         return pickle.loads(blob), {i: _wire.decode_error(r) for i, r in records.items()}
 
     def close(self) -> None:
@@ -171,7 +174,9 @@ def test_arguments_that_do_not_unpickle_are_asked_again_by_value(worker: InProce
     blob, records, _ = _wire.decode_result(reply)
     error = _wire.decode_error(records[0])
     assert pickle.loads(blob) == [None] and type(error) is plait.SerializationError
-    assert str(error).startswith("the arguments could not be unpickled in the worker: ")
+    assert str(error).startswith(
+        "the arguments could not be unpickled in the worker: UnpicklingError: "
+    )
     assert worker.call(1, None, [7]) == ([7], {})  # and the worker goes on
 
 
@@ -215,3 +220,79 @@ def test_a_failing_initializer_is_reported_and_the_worker_serves_nothing() -> No
         assert not served.thread.is_alive()  # it left without serving a call
     finally:
         served.close()
+
+
+
+def test_a_tasks_error_that_cannot_be_pickled_is_named(worker: InProcessWorker) -> None:
+    values, errors = worker.call(1, T.raise_unpicklable_on_two, [1, 2])
+    assert values == [1, None] and type(errors[1]) is plait.SerializationError
+    assert str(errors[1]) == "the task raised UnpicklableError: bad 2 (it cannot be pickled)"
+
+
+def test_the_workers_traceback_reads_as_multiprocessing_shows_it(worker: InProcessWorker) -> None:
+    _, errors = worker.call(1, _fail_on_two, [2])
+    text = str(errors[0].__cause__)
+    assert text.startswith('\n"""\nTraceback (most recent call last):\n  File "')
+    assert text.endswith('SystemExit: 3\n"""')
+
+
+def test_a_reused_worker_moves_to_the_parents_directory(
+    worker: InProcessWorker, tmp_path: Path
+) -> None:
+    context = _wire.context()
+    here = os.getcwd()
+    try:
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(dict(context, cwd=str(tmp_path))))
+        assert worker.call(1, lambda _: os.getcwd(), [0]) == ([str(tmp_path)], {})
+        gone = dict(context, cwd=str(tmp_path / "deleted"))  # it keeps its own directory
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(gone))
+        assert worker.call(1, None, [0]) == ([str(tmp_path)], {})
+    finally:
+        os.chdir(here)
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(context))
+        worker.call(2, lambda x: x, [0])
+
+
+def _interrupt(_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def test_a_keyboard_interrupt_a_task_raises_is_its_error_in_the_main_thread() -> None:
+    """A worker's loop runs in its main thread, where a KeyboardInterrupt would otherwise stop
+    it: here this test's main thread is the worker, a thread is its parent."""
+    parent_sock, child_sock = socket.socketpair()
+    parent = Connection(parent_sock.detach())
+    child = _wire.FdConnection(child_sock.detach())
+    replies: list[bytes] = []
+
+    def as_parent() -> None:
+        setup = {"context": _wire.context(), "initializer": None}
+        parent.send_bytes(pickle.dumps(setup))
+        replies.append(parent.recv_bytes())
+        call = (1, bytes(cloudpickle.dumps(_interrupt)), pickle.dumps([0, 1]), 2, False)
+        parent.send_bytes(_wire.encode_call(call))
+        replies.append(parent.recv_bytes())
+        parent.close()  # the worker leaves
+
+    thread = threading.Thread(target=as_parent, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(EOFError):
+            if _process_worker._start(child):
+                _process_worker._loop(child)
+    except KeyboardInterrupt:  # the worker stopped: fail this test, not the whole session
+        pytest.fail("the task's KeyboardInterrupt stopped the worker's loop")
+    finally:
+        os.close(child.fd)
+        thread.join(10)
+    assert replies[0] == _wire.READY
+    blob, records, _ = _wire.decode_result(replies[1])
+    assert pickle.loads(blob) == [None, None] and sorted(records) == [0, 1]
+    assert all(type(_wire.decode_error(r)) is KeyboardInterrupt for r in records.values())
+
+
+def test_a_recycled_worker_serves_exactly_max_tasks() -> None:
+    pids = plait.map(
+        T.getpid, range(6), backend="process", workers=1, max_tasks_per_worker=2, chunksize=1
+    )
+    assert [pids.count(p) for p in dict.fromkeys(pids)] == [2, 2, 2]
