@@ -339,3 +339,13 @@ def test_more_sockets_than_the_hard_limit_allows_are_refused_with_a_fit() -> Non
     assert found is not None, str(caught.value)
     needed, fits, ulimit = map(int, found.groups())
     assert needed == ulimit and needed - hard == hard - fits > 64  # both: the open files + 64
+
+
+def test_retries_wait_the_backoff_asked_for(server: Server) -> None:
+    """Four failures under a backoff of up to 100 s each: virtual time goes far past what the
+    default backoff could wait in all (0.1 + 0.2 + 0.4 + 0.8 s)."""
+    clock = FakeClock()
+    long = Backoff(initial_s=100, multiplier=1, max_s=100)
+    (r,) = fetch_all([server.url("/flaky/long?fail=4")], retries=4, backoff=long, clock=clock)
+    assert (r.status, r.attempts) == (200, 5)
+    assert 1.5 < clock.now() <= 400
