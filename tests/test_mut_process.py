@@ -6,6 +6,7 @@ errors that cannot cross back say why, and a chunk with an unpicklable item keep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -18,9 +19,10 @@ from typing import Any
 import _tasks as T
 import cloudpickle
 import pytest
+from conftest import pid_alive, wait_until
 
 import plait
-from plait._backends import _process_worker, _template, _wire
+from plait._backends import _process_worker, _reuse, _template, _wire
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -296,3 +298,59 @@ def test_a_recycled_worker_serves_exactly_max_tasks() -> None:
         T.getpid, range(6), backend="process", workers=1, max_tasks_per_worker=2, chunksize=1
     )
     assert [pids.count(p) for p in dict.fromkeys(pids)] == [2, 2, 2]
+
+
+# --- shared idle workers (_reuse) ------------------------------------------------------------
+
+
+def _open_pipes() -> int:
+    """Pipes this process holds open (a worker's lifeline and status pipe are pipes; plait's
+    loop threads, which a run may add, hold an epoll and sockets)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+    return count
+
+
+def test_a_worker_not_kept_is_stopped_and_leaves_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plait.shutdown()  # no idle worker of an earlier test
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # sharing off: each run stops its workers
+    for _ in range(2):  # the template, plait's loop thread: what stays open between runs
+        plait.map(T.getpid, range(4), backend="process", workers=2, chunksize=1)
+    before = _open_pipes()
+    pids = set(plait.map(T.getpid, range(4), backend="process", workers=2, chunksize=1))
+    assert not _reuse.idle_pids() and not any(pid_alive(p) for p in pids)
+    # each worker's lifeline and status pipe closed
+    assert wait_until(lambda: _open_pipes() <= before, 5), (_open_pipes(), before)
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "soon"])
+def test_an_unusable_idle_timeout_means_the_default(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", text)
+    assert _reuse.idle_timeout_s() == _reuse.DEFAULT_IDLE_TIMEOUT_S
+    pids = set(plait.map(T.getpid, range(4), backend="process", workers=2, chunksize=1))
+    assert _reuse.idle_pids() == pids  # kept for the next run, as with the default
+
+
+def test_at_most_four_idle_workers_per_core_are_kept() -> None:
+    from plait._backends import cpu_count
+
+    limit = 4 * cpu_count()
+    pids = set(
+        plait.map(T.getpid, range(4 * limit), backend="process", workers=limit + 2, chunksize=1)
+    )
+    kept = _reuse.idle_pids()
+    assert len(kept) == limit and kept <= pids
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids - kept), 5)  # the rest stopped
+
+
+def test_idle_workers_are_ended_by_a_named_daemon_thread() -> None:
+    plait.shutdown()  # no idle worker, no reaper: this run starts one
+    plait.map(T.getpid, range(2), backend="process", workers=1)
+    (reaper,) = [t for t in threading.enumerate() if t.name == "plait-idle-workers"]
+    assert reaper.daemon  # it never holds up the interpreter's exit
