@@ -341,12 +341,18 @@ def test_at_most_four_idle_workers_per_core_are_kept() -> None:
     from plait._backends import cpu_count
 
     limit = 4 * cpu_count()
+    plait.map(T.getpid, range(2), backend="process", workers=1)  # the template is up
+    plait.shutdown()  # no idle worker
+    plait.map(T.getpid, range(2), backend="process", workers=1)
+    before = _open_pipes() - 2  # less the one idle worker's lifeline and status pipe
     pids = set(
         plait.map(T.getpid, range(4 * limit), backend="process", workers=limit + 2, chunksize=1)
     )
     kept = _reuse.idle_pids()
     assert len(kept) == limit and kept <= pids
     assert wait_until(lambda: not any(pid_alive(p) for p in pids - kept), 5)  # the rest stopped
+    # the stopped ones closed their pipes; each kept one holds two
+    assert wait_until(lambda: _open_pipes() == before + 2 * limit, 5), (_open_pipes(), before)
 
 
 def test_idle_workers_are_ended_by_a_named_daemon_thread() -> None:
