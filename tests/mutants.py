@@ -206,9 +206,35 @@ def run(name: str, max_children: int, again: bool = False) -> dict[str, int]:
               f"{counts.get('not checked', 0)} mutants unchecked; see {folder / 'mutmut.log'} "
               "(e.g. 'failed to collect stats': a selected test fails without any mutant)",
               flush=True)
+    for line in _per_file(folder):
+        print(line, flush=True)
     for survivor in _survivors(folder):
         print(f"    survived or untested: {survivor}", flush=True)
     return counts
+
+
+def _per_file(folder: Path) -> list[str]:
+    """One line per mutated file: its counts and score, as for the module."""
+    mutmut = Path(sys.executable).parent / "mutmut"
+    done = subprocess.run(
+        [str(mutmut), "results", "--all", "true"], cwd=folder, capture_output=True, text=True
+    )
+    files: dict[str, dict[str, int]] = {}
+    for line in done.stdout.splitlines():
+        if ":" not in line:
+            continue
+        name, status = (part.strip() for part in line.rsplit(":", 1))
+        module = name.split(".x", 1)[0]  # plait._backends._wire.xǁFdConnectionǁ... -> module
+        key = _STATUS.get(status, status)
+        counts = files.setdefault(module, {})
+        counts[key] = counts.get(key, 0) + 1
+    lines = []
+    for module, counts in sorted(files.items()):
+        killed = counts.get("killed", 0) + counts.get("timeout", 0)
+        tested = killed + counts.get("survived", 0) + counts.get("not checked", 0)
+        score = 100.0 * killed / tested if tested else 0.0
+        lines.append(f"    {module:36} {score:5.1f}%  {counts}")
+    return lines
 
 
 def main(argv: list[str]) -> int:
