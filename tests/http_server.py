@@ -164,6 +164,8 @@ class Server:
             headers = {"Retry-After": after} if after is not None else None
             code = int(request.query.get("code", "500"))
             return web.Response(status=code, text="failing", headers=headers)
+        if request.query.get("then") == "hang":  # after the failures, no answer at all
+            await asyncio.sleep(3600)
         return web.Response(text=f"ok after {self._counts[key]}")
 
     async def _limited(self, request: web.Request) -> web.StreamResponse:

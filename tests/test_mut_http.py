@@ -194,6 +194,7 @@ def test_a_body_announced_too_long_is_refused_with_its_length(server: Server) ->
     )
 
 
+FAST = Backoff(initial_s=0.01, max_s=0.05)
 SLOW = Backoff(initial_s=5, multiplier=1, max_s=5)  # a full-jitter backoff of up to 5 s
 
 
@@ -349,3 +350,71 @@ def test_retries_wait_the_backoff_asked_for(server: Server) -> None:
     (r,) = fetch_all([server.url("/flaky/long?fail=4")], retries=4, backoff=long, clock=clock)
     assert (r.status, r.attempts) == (200, 5)
     assert 1.5 < clock.now() <= 400
+
+
+
+# --- one request: its errors, its fields, each attempt on its own -----------------------------
+
+
+def test_an_attempt_keeps_nothing_of_the_one_before(server: Server) -> None:
+    """A 503 with a body, then no answer: the response shows the timeout, not the 503."""
+    url = server.url("/flaky/then-hang?fail=1&code=503&then=hang")
+    (r,) = fetch_all([url], retries=1, timeout=0.3, backoff=FAST)
+    assert r.attempts == 2 and isinstance(r.error, RequestTimeout)
+    assert (r.status, r.headers, r.body, r.nbytes) == (None, {}, None, 0)
+
+
+def test_status_400_is_an_error(server: Server) -> None:
+    (r,) = fetch_all([server.url("/status/400")], retries=0)
+    assert isinstance(r.error, HTTPStatusError) and r.error.status == 400 and r.attempts == 1
+
+
+def test_a_request_shows_its_url_and_needs_strings(server: Server) -> None:
+    url = server.url("/ok/r")
+    good, bad = fetch_all([Request(url), Request(42)], retries=0)  # type: ignore[arg-type]
+    assert (good.url, good.ok) == (url, True)
+    assert isinstance(bad.error, InvalidRequest) and bad.url == "42"
+    assert str(bad.error) == "a Request needs a url and a method that are strings"
+
+
+def test_an_invalid_input_gets_its_url_and_elapsed_time() -> None:
+    started = time.perf_counter()
+    (r,) = fetch_all(["not a url"])
+    took = time.perf_counter() - started
+    assert isinstance(r.error, InvalidRequest) and r.error.url == "not a url"
+    assert 0 <= r.elapsed <= took
+
+
+def test_elapsed_is_the_time_the_request_took(server: Server) -> None:
+    started = time.perf_counter()
+    (r,) = fetch_all([server.url("/ok/t")])
+    assert 0 < r.elapsed <= time.perf_counter() - started
+
+
+def test_an_input_is_not_read_again_after_it_ended(server: Server) -> None:
+    class Counted:
+        def __init__(self, urls: list[str]) -> None:
+            self.urls, self.calls = iter(urls), 0
+
+        def __iter__(self) -> Counted:
+            return self
+
+        def __next__(self) -> str:
+            self.calls += 1
+            return next(self.urls)
+
+    source = Counted([server.url(f"/ok/{i}") for i in range(3)])
+    assert len(list(fetch_all(source, concurrency=4))) == 3
+    assert source.calls == 4  # 3 items, then the one StopIteration
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_bug_in_a_worker_reaches_the_caller_as_it_is() -> None:
+    """An input whose repr() raises breaks the worker that took it (not a FetchError of
+    that item): the run ends with that very error, not an exception group or nothing."""
+    with pytest.raises(RuntimeError, match="no repr"):
+        list(fetch_all([_NoRepr()]))  # type: ignore[list-item]
