@@ -5,7 +5,8 @@ Each module that carries a promise is mutated on its own, in a scratch copy of t
 then runs, for each mutant, only the tests that called the mutated function. A module's run
 ends with its killed / survived / timeout / no-tests counts and its score; ``--list`` shows
 the modules and their tests. ``--again`` re-runs only the last run's survivors (and mutants it
-did not reach) against today's tests, keeping the other verdicts: minutes instead of a full run.
+did not reach, unless ``--reached``) against today's tests, keeping the other verdicts: minutes
+instead of a full run.
 Surviving mutants are read with ``mutmut show NAME`` inside that
 module's folder. See docs/testing.md for the figures and the mutants known to be equivalent.
 """
@@ -176,12 +177,16 @@ def _keep_old(folder: Path, old: dict[str, tuple[int | None, str | None]], rerun
         meta.write_text(json.dumps(data))
 
 
-def run(name: str, max_children: int, again: bool = False) -> dict[str, int]:
+def run(
+    name: str, max_children: int, again: bool = False, reached: bool = False
+) -> dict[str, int]:
     mutmut = Path(sys.executable).parent / "mutmut"
     rerun: list[str] = []
     if again and (WORK / name / "mutants").exists():
         old = _verdicts(WORK / name)
-        rerun = sorted(k for k, (code, _) in old.items() if code in (0, 33, None))
+        # survived (0) and "no tests" (33); and not yet run (None) unless --reached
+        redo = (0, 33) if reached else (0, 33, None)
+        rerun = sorted(k for k, (code, _) in old.items() if code in redo)
         folder = _refresh(name)
     else:
         folder, old = _prepare(name), {}
@@ -243,7 +248,8 @@ def main(argv: list[str]) -> int:
             print(f"{name:16} {' '.join(files):16} {' '.join(tests)} {keyword and '-k ' + keyword}")
         return 0
     again = "--again" in argv
-    argv = [a for a in argv if a != "--again"]
+    reached = "--reached" in argv  # with --again: leave the mutants never run for later
+    argv = [a for a in argv if a not in ("--again", "--reached")]
     children = 2
     if "-j" in argv:
         at = argv.index("-j")
@@ -255,7 +261,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown module(s) {unknown}; choose from {list(MODULES)}", file=sys.stderr)
         return 2
     for name in names:
-        run(name, children, again)
+        run(name, children, again, reached)
     return 0
 
 
