@@ -418,3 +418,24 @@ def test_a_bug_in_a_worker_reaches_the_caller_as_it_is() -> None:
     that item): the run ends with that very error, not an exception group or nothing."""
     with pytest.raises(RuntimeError, match="no repr"):
         list(fetch_all([_NoRepr()]))  # type: ignore[list-item]
+
+
+def test_bad_urls_say_what_is_wrong_with_them() -> None:
+    inputs = ["not a url", "http://", "http://[::1/x"]
+    errors = [r.error for r in fetch_all(inputs, retries=0)]
+    assert all(isinstance(e, InvalidRequest) for e in errors)
+    assert [str(e) for e in errors[:2]] == [
+        "cannot fetch 'not a url': no scheme; only http:// and https:// URLs work",
+        "invalid URL 'http://': no host",
+    ]
+    assert str(errors[2]).startswith("invalid URL 'http://[::1/x': ")
+    assert errors[2] is not None and isinstance(errors[2].__cause__, ValueError)
+
+
+def test_a_burst_starts_at_once_before_the_rate_spaces_the_rest(server: Server) -> None:
+    clock = FakeClock()
+    urls = [server.url(f"/ok/{i}") for i in range(3)]
+    assert all(r.ok for r in fetch_all(urls, rate="10/s", burst=3, clock=clock))
+    assert clock.now() == 0.0  # three starts allowed at once: no wait
+    assert all(r.ok for r in fetch_all(urls, rate="10/s", burst=1, clock=clock))
+    assert clock.now() == pytest.approx(0.2)  # one at a time: 0.1 s apart
