@@ -360,3 +360,43 @@ def test_idle_workers_are_ended_by_a_named_daemon_thread() -> None:
     plait.map(T.getpid, range(2), backend="process", workers=1)
     (reaper,) = [t for t in threading.enumerate() if t.name == "plait-idle-workers"]
     assert reaper.daemon  # it never holds up the interpreter's exit
+
+
+# --- start-up and results that cannot cross back ---------------------------------------------
+
+
+def _die_at_start() -> None:
+    os._exit(3)
+
+
+def test_a_worker_that_dies_while_starting_says_how() -> None:
+    outcomes = plait.map(
+        T.square, range(2), backend="process", workers=1, initializer=_die_at_start,
+        errors="collect",
+    )
+    error = outcomes[0].error
+    assert type(error) is plait.WorkerCrashed and error.exitcode == 3
+    assert str(error) == "the worker process died while starting (exit code 3)"
+
+
+def test_a_failing_initializer_gets_a_note_saying_what_it_means() -> None:
+    outcomes = plait.map(
+        T.square, range(2), backend="process", workers=1, initializer=_failing_initializer,
+        errors="collect",
+    )
+    cause = outcomes[0].error.__cause__ if outcomes[0].error else None
+    assert type(cause).__name__ == "InitFailed"
+    assert getattr(cause, "__notes__", None) == [
+        "raised by the process backend's initializer: its workers cannot start, "
+        "so every task of this pool fails with this error"
+    ]
+
+
+def test_a_result_that_cannot_be_rebuilt_says_why() -> None:
+    outcomes = plait.map(
+        T.unloadable_on_two, range(3), backend="process", workers=1, errors="collect"
+    )
+    assert str(outcomes[2].error) == (
+        "the task's result cannot be unpickled in the parent "
+        "(RuntimeError: this object cannot be unpickled); return plain data"
+    )
