@@ -100,6 +100,7 @@ class InProcessWorker:
     def send(self, fn_id: int, fn: Any, payload: bytes, count: int, by_value: bool) -> bytes:
         blob = None if fn is None else bytes(cloudpickle.dumps(fn))
         self.conn.send_bytes(_wire.encode_call((fn_id, blob, payload, count, by_value)))
+        assert self.conn.poll(10), "no reply from the worker"  # a test fails, not hangs
         reply: bytes = self.conn.recv_bytes()
         return reply
 
@@ -400,3 +401,13 @@ def test_a_result_that_cannot_be_rebuilt_says_why() -> None:
         "the task's result cannot be unpickled in the parent "
         "(RuntimeError: this object cannot be unpickled); return plain data"
     )
+
+
+def test_results_at_the_framing_boundary_cross_whole(worker: InProcessWorker) -> None:
+    """The worker writes a message up to 64 KiB with its header, a longer one after it: the
+    two sizes either side of that line come back whole."""
+    base = len(_wire.encode_result([b"x" * 65000], {}, 0.0)) - 65000  # the pickles around it
+    for size in (65536, 65537):
+        payload = b"x" * (size - base)
+        assert len(_wire.encode_result([payload], {}, 0.0)) == size
+        assert worker.call(1, lambda x: x, [payload]) == ([payload], {})
