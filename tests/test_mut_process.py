@@ -136,7 +136,7 @@ def test_a_worker_says_ready_then_runs_chunks(worker: InProcessWorker) -> None:
     assert worker.first == _wire.READY
     values, errors = worker.call(1, _fail_on_two, [0, 1, 2, 3])
     assert values == [0, 10, None, 30] and list(errors) == [2]
-    assert type(errors[2]) is SystemExit and errors[2].code == 3
+    assert type(errors[2]) is SystemExit and errors[2].args == (3,)
     assert "_fail_on_two" in str(errors[2].__cause__)  # the worker's traceback
     assert worker.call(1, None, [5]) == ([50], {})  # the function is kept: sent once
 
