@@ -421,13 +421,14 @@ def test_a_bug_in_a_worker_reaches_the_caller_as_it_is() -> None:
 
 
 def test_bad_urls_say_what_is_wrong_with_them() -> None:
-    inputs = ["not a url", "http://", "http://[::1/x"]
-    errors = [r.error for r in fetch_all(inputs, retries=0)]
+    inputs: list[object] = ["not a url", "http://", "http://[::1/x", 42]
+    errors = [r.error for r in fetch_all(inputs, retries=0)]  # type: ignore[arg-type]
     assert all(isinstance(e, InvalidRequest) for e in errors)
     assert [str(e) for e in errors[:2]] == [
         "cannot fetch 'not a url': no scheme; only http:// and https:// URLs work",
         "invalid URL 'http://': no host",
     ]
+    assert str(errors[3]) == "expected a URL string or a plait.http.Request, got int"
     assert str(errors[2]).startswith("invalid URL 'http://[::1/x': ")
     assert errors[2] is not None and isinstance(errors[2].__cause__, ValueError)
 
