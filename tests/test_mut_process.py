@@ -411,3 +411,11 @@ def test_results_at_the_framing_boundary_cross_whole(worker: InProcessWorker) ->
         payload = b"x" * (size - base)
         assert len(_wire.encode_result([payload], {}, 0.0)) == size
         assert worker.call(1, lambda x: x, [payload]) == ([payload], {})
+
+
+def test_arguments_only_cloudpickle_can_carry_reach_the_worker() -> None:
+    """A lambda as an item: pickle refuses it, so the chunk goes with cloudpickle."""
+    results = plait.map(
+        lambda f: f(2), [lambda x: x * 3, lambda x: x + 1], backend="process", workers=1
+    )
+    assert results == [6, 3]
