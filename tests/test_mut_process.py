@@ -11,7 +11,7 @@ import os
 import pickle
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -415,7 +415,8 @@ def test_results_at_the_framing_boundary_cross_whole(worker: InProcessWorker) ->
 
 def test_arguments_only_cloudpickle_can_carry_reach_the_worker() -> None:
     """A lambda as an item: pickle refuses it, so the chunk goes with cloudpickle."""
-    results = plait.map(
-        lambda f: f(2), [lambda x: x * 3, lambda x: x + 1], backend="process", workers=1
-    )
-    assert results == [6, 3]
+    def call_with_two(f: Callable[[int], int]) -> int:
+        return f(2)
+
+    items: list[Callable[[int], int]] = [lambda x: x * 3, lambda x: x + 1]
+    assert plait.map(call_with_two, items, backend="process", workers=1) == [6, 3]
