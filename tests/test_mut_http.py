@@ -440,3 +440,25 @@ def test_a_burst_starts_at_once_before_the_rate_spaces_the_rest(server: Server) 
     assert clock.now() == 0.0  # three starts allowed at once: no wait
     assert all(r.ok for r in fetch_all(urls, rate="10/s", burst=1, clock=clock))
     assert clock.now() == pytest.approx(0.2)  # one at a time: 0.1 s apart
+
+
+def test_option_errors_name_the_option_and_what_it_accepts() -> None:
+    cases: list[tuple[dict[str, object], type[Exception], str]] = [
+        ({"speed": 1, "color": 2}, TypeError,
+         "unknown option(s) color, speed; see help(plait.http.fetch_all)"),
+        ({"per_host": 0}, ValueError, "per_host must be a positive integer, got 0"),
+        ({"burst": 0}, ValueError, "burst must be a positive integer, got 0"),
+        ({"read": "xml"}, ValueError,
+         "read must be one of 'bytes', 'text', 'json', 'none', got 'xml'"),
+    ]
+    for options, kind, message in cases:
+        with pytest.raises(kind) as caught:
+            fetch_all(["http://127.0.0.1:1/"], **options)  # type: ignore[arg-type]
+        assert str(caught.value) == message
+    fetch_all([], max_body=0).close()  # an empty body only: allowed
+
+
+def test_the_open_files_limit_is_left_alone_when_it_is_enough() -> None:
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fetch_all([], concurrency=1).close()
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == before
