@@ -88,6 +88,7 @@ class Server:
             ("/slow", _slow), ("/status/{code}", _status), ("/flaky/{key}", self._flaky),
             ("/limited/{key}", self._limited), ("/reset", _reset), ("/reset/{key}", self._reset),
             ("/huge", _huge), ("/hang", _hang), ("/echo", _echo), ("/hold/{i}", self._hold),
+            ("/bytes", _bytes),
         ]
         for path, handler in routes:
             app.router.add_route("*", path, handler)
@@ -163,6 +164,8 @@ class Server:
             headers = {"Retry-After": after} if after is not None else None
             code = int(request.query.get("code", "500"))
             return web.Response(status=code, text="failing", headers=headers)
+        if request.query.get("then") == "hang":  # after the failures, no answer at all
+            await asyncio.sleep(3600)
         return web.Response(text=f"ok after {self._counts[key]}")
 
     async def _limited(self, request: web.Request) -> web.StreamResponse:
@@ -233,6 +236,13 @@ async def _huge(request: web.Request) -> web.StreamResponse:
         return response
     await response.write_eof()
     return response
+
+
+async def _bytes(request: web.Request) -> web.StreamResponse:
+    """Latin-1 text, "caf\\xe9" (not UTF-8), sent with ``?charset=`` or no charset at all."""
+    charset = request.query.get("charset")
+    content_type = "text/plain" + (f"; charset={charset}" if charset else "")
+    return web.Response(body=b"caf\xe9", headers={"Content-Type": content_type})
 
 
 async def _hang(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,422 @@
+"""Process backend promises pinned down by mutation testing (``./dev mutants backends-process``,
+issue 9), with real worker processes: each worker and the template lead their own session (a
+Ctrl-C in the terminal reaches the parent only; a kill of the group reaches what a task started),
+errors that cannot cross back say why, and a chunk with an unpicklable item keeps its timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import _tasks as T
+import cloudpickle
+import pytest
+from conftest import pid_alive, wait_until
+
+import plait
+from plait._backends import _process_worker, _reuse, _template, _wire
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _session(_: object) -> tuple[int, int, int]:
+    return os.getpid(), os.getsid(0), os.getpgid(0)
+
+
+def test_spawned_workers_lead_their_own_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAIT_PROCESS_START", "spawn")
+    with plait.Pool(backend="process", workers=2) as pool:
+        found = set(pool.map(_session, range(4), chunksize=1))
+    assert found and all(pid == sid == pgid for pid, sid, pgid in found)
+    assert all(pid != os.getpid() for pid, _, _ in found)
+
+
+def test_forked_workers_and_the_template_lead_their_own_session() -> None:
+    plait.shutdown()  # a template of its own, started by this test
+    found = set(plait.map(_session, range(4), backend="process", workers=2, chunksize=1))
+    assert all(pid == sid == pgid for pid, sid, pgid in found)
+    template = _template.pid()
+    assert template is not None and os.getsid(template) == template != os.getsid(0)
+
+
+def test_an_exception_that_cannot_be_pickled_is_named_with_the_reason() -> None:
+    outcomes = plait.map(
+        T.raise_unpicklable_on_two, range(3), backend="process", workers=1, errors="collect"
+    )
+    error = outcomes[2].error
+    assert type(error) is plait.SerializationError
+    assert str(error) == "the task raised UnpicklableError: bad 2 (it cannot be pickled)"
+    assert "raise_unpicklable_on_two" in str(error.__cause__)  # the worker's traceback
+
+
+def test_an_exception_that_cannot_be_rebuilt_names_what_failed() -> None:
+    outcomes = plait.map(
+        T.raise_unrebuildable_on_two, range(3), backend="process", workers=1, errors="collect"
+    )
+    message = str(outcomes[2].error)
+    assert "(it cannot be rebuilt in the parent: TypeError: " in message, message
+
+
+# --- the worker's side of the wire, run in this process --------------------------------------
+#
+# A worker runs in a child, where mutmut cannot see which test reaches its code. Here its loop
+# (``_start``, then ``_loop``, as ``serve`` runs them) serves a socket pair in a thread of this
+# process, with the parent's own framing (``multiprocessing.connection``) on the other end: the
+# same messages a real worker gets (tests/test_process_*.py run real ones).
+
+
+class InProcessWorker:
+    def __init__(self, initializer: Any = None) -> None:
+        parent, child = socket.socketpair()
+        self.conn = Connection(parent.detach())
+        self._child = _wire.FdConnection(child.detach())
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        blob = None if initializer is None else cloudpickle.dumps(initializer)
+        setup = {"context": _wire.context(), "initializer": blob}
+        self.conn.send_bytes(pickle.dumps(setup))
+        self.first = self.conn.recv_bytes()
+
+    def _serve(self) -> None:
+        try:
+            if _process_worker._start(self._child):
+                _process_worker._loop(self._child)
+        except EOFError:  # the parent's end closed: the worker leaves
+            pass
+        except BaseException as exc:  # reported to the test
+            self.error = exc
+        finally:
+            os.close(self._child.fd)
+
+    def send(self, fn_id: int, fn: Any, payload: bytes, count: int, by_value: bool) -> bytes:
+        blob = None if fn is None else bytes(cloudpickle.dumps(fn))
+        self.conn.send_bytes(_wire.encode_call((fn_id, blob, payload, count, by_value)))
+        assert self.conn.poll(10), "no reply from the worker"  # a test fails, not hangs
+        reply: bytes = self.conn.recv_bytes()
+        return reply
+
+    def call(self, fn_id: int, fn: Any, items: list[Any]) -> tuple[list[Any], dict[int, Any]]:
+        """The values and the rebuilt errors of one chunk."""
+        reply = self.send(fn_id, fn, pickle.dumps(items), len(items), False)
+        blob, records, elapsed = _wire.decode_result(reply)
+        assert isinstance(elapsed, float) and elapsed >= 0  # the chunk's time, for its sizing
+        return pickle.loads(blob), {i: _wire.decode_error(r) for i, r in records.items()}
+
+    def close(self) -> None:
+        self.conn.close()
+        self.thread.join(10)
+        assert not self.thread.is_alive() and self.error is None, self.error
+
+
+@pytest.fixture
+def worker() -> Iterator[InProcessWorker]:
+    served = InProcessWorker()
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def _fail_on_two(x: int) -> int:
+    if x == 2:
+        raise SystemExit(3)  # a task's error like any other: the worker goes on
+    return x * 10
+
+
+def test_a_worker_says_ready_then_runs_chunks(worker: InProcessWorker) -> None:
+    assert worker.first == _wire.READY
+    values, errors = worker.call(1, _fail_on_two, [0, 1, 2, 3])
+    assert values == [0, 10, None, 30] and list(errors) == [2]
+    assert type(errors[2]) is SystemExit and errors[2].args == (3,)
+    assert "_fail_on_two" in str(errors[2].__cause__)  # the worker's traceback
+    assert worker.call(1, None, [5]) == ([50], {})  # the function is kept: sent once
+
+
+def test_a_worker_keeps_its_last_functions(worker: InProcessWorker) -> None:
+    """An LRU of MAX_CACHED_FUNCTIONS: a function used again stays, the oldest goes."""
+    for fn_id in range(1, _wire.MAX_CACHED_FUNCTIONS + 1):
+        worker.call(fn_id, lambda x, n=fn_id: x + n, [0])
+    assert worker.call(1, None, [0]) == ([1], {})  # used again: now the freshest
+    worker.call(1000, lambda x: x, [0])  # one more: function 2 goes, not function 1
+    assert worker.call(1, None, [0]) == ([1], {})
+    assert worker.call(3, None, [0]) == ([3], {})
+    _, errors = worker.call(2, None, [0])  # the parent mirrors the LRU and sends it again
+    assert type(errors[0]) is plait.SerializationError and "KeyError: 2" in str(errors[0])
+
+
+def test_a_big_chunk_crosses_both_ways(worker: InProcessWorker) -> None:
+    big = [os.urandom(3 << 20), b"x" * 70_000, b""]  # past 64 KiB and 1 MiB reads
+    assert worker.call(1, lambda x: x, big) == (big, {})
+
+
+def test_a_function_that_cannot_be_loaded_fails_its_chunk(worker: InProcessWorker) -> None:
+    call = (1, b"not a pickle", pickle.dumps([1, 2]), 2, False)
+    worker.conn.send_bytes(_wire.encode_call(call))
+    blob, records, _ = _wire.decode_result(worker.conn.recv_bytes())
+    assert pickle.loads(blob) == [None, None] and list(records) == [0, 1]
+    error = _wire.decode_error(records[0])
+    assert type(error) is plait.SerializationError
+    assert str(error).startswith(
+        "the function could not be loaded in the worker (define it in an importable module): "
+        "UnpicklingError: "
+    )
+
+
+def test_arguments_that_do_not_unpickle_are_asked_again_by_value(worker: InProcessWorker) -> None:
+    assert worker.send(1, lambda x: x, b"not a pickle", 1, False) == _wire.RESEND
+    reply = worker.send(1, None, b"still not a pickle", 1, True)  # by value, and still broken
+    blob, records, _ = _wire.decode_result(reply)
+    error = _wire.decode_error(records[0])
+    assert pickle.loads(blob) == [None] and type(error) is plait.SerializationError
+    assert str(error).startswith(
+        "the arguments could not be unpickled in the worker: UnpicklingError: "
+    )
+    assert worker.call(1, None, [7]) == ([7], {})  # and the worker goes on
+
+
+def test_a_result_that_cannot_be_pickled_fails_only_its_item(worker: InProcessWorker) -> None:
+    values, errors = worker.call(1, lambda x: threading.Lock() if x == 1 else x, [0, 1, 2])
+    assert values == [0, None, 2] and list(errors) == [1]
+    assert type(errors[1]) is plait.SerializationError
+    assert str(errors[1]) == (
+        "the task's result (lock) cannot be pickled back to the parent; return plain data"
+    )
+
+
+def test_a_reused_worker_takes_the_parents_environment(worker: InProcessWorker) -> None:
+    context = _wire.context()
+    changed = dict(context, environ=dict(context["environ"], PLAIT_MUT_CONTEXT="1"))
+    try:
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(changed))
+        assert worker.call(1, lambda _: os.environ.get("PLAIT_MUT_CONTEXT"), [0]) == (["1"], {})
+    finally:
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(context))
+        worker.call(2, lambda x: x, [0])  # the context is back before the test ends
+    assert "PLAIT_MUT_CONTEXT" not in os.environ
+
+
+class InitFailed(Exception):
+    pass
+
+
+def _failing_initializer() -> None:
+    raise InitFailed("no database")
+
+
+def test_a_failing_initializer_is_reported_and_the_worker_serves_nothing() -> None:
+    served = InProcessWorker(_failing_initializer)
+    try:
+        assert served.first.startswith(_wire.INIT_FAILED)
+        record = pickle.loads(served.first[len(_wire.INIT_FAILED) :])
+        error = _wire.decode_error(record)
+        assert type(error).__name__ == "InitFailed" and str(error) == "no database"
+        served.thread.join(10)
+        assert not served.thread.is_alive()  # it left without serving a call
+    finally:
+        served.close()
+
+
+
+def test_a_tasks_error_that_cannot_be_pickled_is_named(worker: InProcessWorker) -> None:
+    values, errors = worker.call(1, T.raise_unpicklable_on_two, [1, 2])
+    assert values == [1, None] and type(errors[1]) is plait.SerializationError
+    assert str(errors[1]) == "the task raised UnpicklableError: bad 2 (it cannot be pickled)"
+
+
+def test_the_workers_traceback_reads_as_multiprocessing_shows_it(worker: InProcessWorker) -> None:
+    _, errors = worker.call(1, _fail_on_two, [2])
+    text = str(errors[0].__cause__)
+    assert text.startswith('\n"""\nTraceback (most recent call last):\n  File "')
+    assert text.endswith('SystemExit: 3\n"""')
+
+
+def test_a_reused_worker_moves_to_the_parents_directory(
+    worker: InProcessWorker, tmp_path: Path
+) -> None:
+    context = _wire.context()
+    here = os.getcwd()
+    try:
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(dict(context, cwd=str(tmp_path))))
+        assert worker.call(1, lambda _: os.getcwd(), [0]) == ([str(tmp_path)], {})
+        gone = dict(context, cwd=str(tmp_path / "deleted"))  # it keeps its own directory
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(gone))
+        assert worker.call(1, None, [0]) == ([str(tmp_path)], {})
+    finally:
+        os.chdir(here)
+        worker.conn.send_bytes(_wire.CONTEXT + pickle.dumps(context))
+        worker.call(2, lambda x: x, [0])
+
+
+def _interrupt(_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def test_a_keyboard_interrupt_a_task_raises_is_its_error_in_the_main_thread() -> None:
+    """A worker's loop runs in its main thread, where a KeyboardInterrupt would otherwise stop
+    it: here this test's main thread is the worker, a thread is its parent."""
+    parent_sock, child_sock = socket.socketpair()
+    parent = Connection(parent_sock.detach())
+    child = _wire.FdConnection(child_sock.detach())
+    replies: list[bytes] = []
+
+    def as_parent() -> None:
+        setup = {"context": _wire.context(), "initializer": None}
+        parent.send_bytes(pickle.dumps(setup))
+        replies.append(parent.recv_bytes())
+        call = (1, bytes(cloudpickle.dumps(_interrupt)), pickle.dumps([0, 1]), 2, False)
+        parent.send_bytes(_wire.encode_call(call))
+        replies.append(parent.recv_bytes())
+        parent.close()  # the worker leaves
+
+    thread = threading.Thread(target=as_parent, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(EOFError):
+            if _process_worker._start(child):
+                _process_worker._loop(child)
+    except KeyboardInterrupt:  # the worker stopped: fail this test, not the whole session
+        pytest.fail("the task's KeyboardInterrupt stopped the worker's loop")
+    finally:
+        os.close(child.fd)
+        thread.join(10)
+    assert replies[0] == _wire.READY
+    blob, records, _ = _wire.decode_result(replies[1])
+    assert pickle.loads(blob) == [None, None] and sorted(records) == [0, 1]
+    assert all(type(_wire.decode_error(r)) is KeyboardInterrupt for r in records.values())
+
+
+def test_a_recycled_worker_serves_exactly_max_tasks() -> None:
+    pids = plait.map(
+        T.getpid, range(6), backend="process", workers=1, max_tasks_per_worker=2, chunksize=1
+    )
+    assert [pids.count(p) for p in dict.fromkeys(pids)] == [2, 2, 2]
+
+
+# --- shared idle workers (_reuse) ------------------------------------------------------------
+
+
+def _open_pipes() -> int:
+    """Pipes this process holds open (a worker's lifeline and status pipe are pipes; plait's
+    loop threads, which a run may add, hold an epoll and sockets)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+    return count
+
+
+def test_a_worker_not_kept_is_stopped_and_leaves_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plait.shutdown()  # no idle worker of an earlier test
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # sharing off: each run stops its workers
+    for _ in range(2):  # the template, plait's loop thread: what stays open between runs
+        plait.map(T.getpid, range(4), backend="process", workers=2, chunksize=1)
+    before = _open_pipes()
+    pids = set(plait.map(T.getpid, range(4), backend="process", workers=2, chunksize=1))
+    assert not _reuse.idle_pids() and not any(pid_alive(p) for p in pids)
+    # each worker's lifeline and status pipe closed
+    assert wait_until(lambda: _open_pipes() <= before, 5), (_open_pipes(), before)
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "soon"])
+def test_an_unusable_idle_timeout_means_the_default(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", text)
+    assert _reuse.idle_timeout_s() == _reuse.DEFAULT_IDLE_TIMEOUT_S
+    pids = set(plait.map(T.getpid, range(4), backend="process", workers=2, chunksize=1))
+    assert _reuse.idle_pids() == pids  # kept for the next run, as with the default
+
+
+def test_at_most_four_idle_workers_per_core_are_kept() -> None:
+    from plait._backends import cpu_count
+
+    limit = 4 * cpu_count()
+    plait.map(T.getpid, range(2), backend="process", workers=1)  # the template is up
+    plait.shutdown()  # no idle worker
+    plait.map(T.getpid, range(2), backend="process", workers=1)
+    before = _open_pipes() - 2  # less the one idle worker's lifeline and status pipe
+    pids = set(
+        plait.map(T.getpid, range(4 * limit), backend="process", workers=limit + 2, chunksize=1)
+    )
+    kept = _reuse.idle_pids()
+    assert len(kept) == limit and kept <= pids
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids - kept), 5)  # the rest stopped
+    # the stopped ones closed their pipes; each kept one holds two
+    assert wait_until(lambda: _open_pipes() == before + 2 * limit, 5), (_open_pipes(), before)
+
+
+def test_idle_workers_are_ended_by_a_named_daemon_thread() -> None:
+    plait.shutdown()  # no idle worker, no reaper: this run starts one
+    plait.map(T.getpid, range(2), backend="process", workers=1)
+    (reaper,) = [t for t in threading.enumerate() if t.name == "plait-idle-workers"]
+    assert reaper.daemon  # it never holds up the interpreter's exit
+
+
+# --- start-up and results that cannot cross back ---------------------------------------------
+
+
+def _die_at_start() -> None:
+    os._exit(3)
+
+
+def test_a_worker_that_dies_while_starting_says_how() -> None:
+    outcomes = plait.map(
+        T.square, range(2), backend="process", workers=1, initializer=_die_at_start,
+        errors="collect",
+    )
+    error = outcomes[0].error
+    assert type(error) is plait.WorkerCrashed and error.exitcode == 3
+    assert str(error) == "the worker process died while starting (exit code 3)"
+
+
+def test_a_failing_initializer_gets_a_note_saying_what_it_means() -> None:
+    outcomes = plait.map(
+        T.square, range(2), backend="process", workers=1, initializer=_failing_initializer,
+        errors="collect",
+    )
+    cause = outcomes[0].error.__cause__ if outcomes[0].error else None
+    assert type(cause).__name__ == "InitFailed"
+    assert getattr(cause, "__notes__", None) == [
+        "raised by the process backend's initializer: its workers cannot start, "
+        "so every task of this pool fails with this error"
+    ]
+
+
+def test_a_result_that_cannot_be_rebuilt_says_why() -> None:
+    outcomes = plait.map(
+        T.unloadable_on_two, range(3), backend="process", workers=1, errors="collect"
+    )
+    assert str(outcomes[2].error) == (
+        "the task's result cannot be unpickled in the parent "
+        "(RuntimeError: this object cannot be unpickled); return plain data"
+    )
+
+
+def test_results_at_the_framing_boundary_cross_whole(worker: InProcessWorker) -> None:
+    """The worker writes a message up to 64 KiB with its header, a longer one after it: the
+    two sizes either side of that line come back whole."""
+    base = len(_wire.encode_result([b"x" * 65000], {}, 0.0)) - 65000  # the pickles around it
+    for size in (65536, 65537):
+        payload = b"x" * (size - base)
+        assert len(_wire.encode_result([payload], {}, 0.0)) == size
+        assert worker.call(1, lambda x: x, [payload]) == ([payload], {})
+
+
+def test_arguments_only_cloudpickle_can_carry_reach_the_worker() -> None:
+    """A lambda as an item: pickle refuses it, so the chunk goes with cloudpickle."""
+    def call_with_two(f: Callable[[int], int]) -> int:
+        return f(2)
+
+    items: list[Callable[[int], int]] = [lambda x: x * 3, lambda x: x + 1]
+    assert plait.map(call_with_two, items, backend="process", workers=1) == [6, 3]
