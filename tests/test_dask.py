@@ -453,3 +453,15 @@ def test_without_distributed_the_error_names_the_extra() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'plait[dask]'" in done.stdout
+
+
+def test_a_cached_client_whose_loop_closed_is_replaced(dask_cluster: DaskCluster) -> None:
+    # seen once in CI: plait's client for the address kept its status "running" while its
+    # event loop was closed, and every later run failed with "IOLoop is closed"
+    address = dask_cluster.address.replace("127.0.0.1", "localhost")  # a client of its own
+    broken = _dask_cluster.connect(address)
+    broken._loop_runner.stop()  # its loop thread ends and the loop is closed
+    assert broken.loop.asyncio_loop.is_closed() and broken.status == "running"
+    with plait.Pool(backend="dask", address=address) as pool:
+        assert pool.map(abs, [-3]) == [3]
+    assert _dask_cluster.connect(address) is not broken

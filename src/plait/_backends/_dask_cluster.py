@@ -61,12 +61,24 @@ def configured_address() -> str | None:
 def _client_for(address: str) -> Any:
     with _lock:
         client = _clients.get(address)
-        if client is None or client.status in ("closing", "closed"):
+        if client is not None and not _usable(client):
+            client.status = "closed"  # nothing to close over a dead loop (its __del__ would try)
+            client = None
+        if client is None:
             from distributed import Client
 
             client = _clients[address] = Client(address, set_as_default=False)
             _register_exit()
         return client
+
+
+def _usable(client: Any) -> bool:
+    """plait's cached client can still serve: not closed, and its event loop not closed under
+    it (seen once in CI: "IOLoop is closed" for every later run of the program)."""
+    if client.status in ("closing", "closed"):
+        return False
+    loop = getattr(getattr(client, "loop", None), "asyncio_loop", None)
+    return loop is None or not loop.is_closed()
 
 
 def _embedded_client() -> Any:
