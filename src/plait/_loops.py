@@ -30,8 +30,3 @@ def _factory() -> Callable[[], asyncio.AbstractEventLoop]:
 def new_event_loop(fast: bool = True) -> asyncio.AbstractEventLoop:
     """A new loop for a thread of plait's own; uvloop's if ``fast`` and it is there."""
     return _factory()() if fast else asyncio.new_event_loop()
-
-
-def loop_kind() -> str:
-    """What plait's own loops are: "uvloop" or "asyncio"."""
-    return "asyncio" if _factory() is asyncio.new_event_loop else "uvloop"

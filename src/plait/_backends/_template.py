@@ -25,6 +25,7 @@ interpreters (``start_worker`` returns None).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -183,7 +184,7 @@ class Template:
     def _preload(self) -> None:
         """Ask the template to import the PRELOAD modules this program has that it lacks
         (after a fork, so that the first workers never wait for them)."""
-        loaded = {name for name in PRELOAD if _from_the_stdlib(name)} - self._preloading
+        loaded = {name for name in PRELOAD - self._preloading if _from_the_stdlib(name)}
         if not loaded:
             return
         self._preloading |= loaded
@@ -210,12 +211,18 @@ def _from_the_stdlib(name: str) -> bool:
     origin = getattr(getattr(module, "__spec__", None), "origin", None)
     if origin in ("built-in", "frozen"):
         return True
-    import sysconfig
-
-    stdlib = sysconfig.get_paths()["stdlib"]
     if not isinstance(origin, str):
         return False
+    stdlib = _stdlib_dir()
     return os.path.commonpath([os.path.abspath(origin), stdlib]) == stdlib
+
+
+@functools.cache
+def _stdlib_dir() -> str:
+    """Where the standard library lies (asked once: sysconfig computes it on every call)."""
+    import sysconfig
+
+    return sysconfig.get_paths()["stdlib"]
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
