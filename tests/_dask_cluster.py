@@ -5,25 +5,33 @@ use and stopped by pid at the end. Dask's ``scheduler-address`` points at it mea
 
 The scheduler lets a task kill only two workers before it gives up on it (``KilledWorker``),
 so the tests of a task that kills its worker stay short.
+
+The scheduler and workers log to files in a temporary folder; when a Dask test fails, the end of
+the scheduler's log is printed after the test summary (``print_logs_if_failed``), so that a
+failure seen only in CI says what the cluster saw.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 ALLOWED_FAILURES = 1  # Dask's default is 3: each death costs a worker restart (~1 s)
 WORKERS = 2
+LOGS = Path(tempfile.mkdtemp(prefix="plait-dask-logs-"))
 
 
 @dataclass
@@ -45,37 +53,59 @@ def cluster_env() -> dict[str, str]:
     src = str(Path(TESTS_DIR).parent / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, src, env.get("PYTHONPATH")) if p)
     env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = str(ALLOWED_FAILURES)
-    env["DASK_DISTRIBUTED__LOGGING__DISTRIBUTED"] = "error"
+    env["DASK_DISTRIBUTED__LOGGING__DISTRIBUTED"] = "info"  # into the log files
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     return env
 
 
+def _start(name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    """A Dask process in a session of its own (a nanny's worker goes with it), logging to
+    ``LOGS/name.log``."""
+    with open(LOGS / f"{name}.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", *command], env=cluster_env(),
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )
+
+
 def start_worker(address: str) -> subprocess.Popen[bytes]:
     """A worker with a nanny: the nanny restarts the worker process if it dies."""
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-            "--host", "127.0.0.1", "--no-dashboard", "--nworkers", "1",
-        ],
-        env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # one group with its nanny's worker: stopped together
-    )
+    return _start("workers", [
+        "distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+        "--no-dashboard", "--nworkers", "1",
+    ])
 
 
 def start_cluster() -> DaskCluster:
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen(
-        [
-            sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-            "--port", str(port), "--no-dashboard",
-        ],
-        env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    scheduler = _start("scheduler", [
+        "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+        "--no-dashboard",
+    ])
     cluster = DaskCluster(address, scheduler)
     cluster.workers = [start_worker(address) for _ in range(WORKERS)]
     return cluster
+
+
+def print_logs_if_failed(reporter: Any) -> None:
+    """After the test summary: what the scheduler logged about clients, and its warnings and
+    errors, when a Dask test failed (the logs are removed otherwise)."""
+    failed = [r for r in reporter.stats.get("failed", []) if "dask" in r.nodeid]
+    log = LOGS / "scheduler.log"
+    if not failed or not log.exists():
+        shutil.rmtree(LOGS, ignore_errors=True)
+        return
+    telling = [line for line in log.read_text(errors="replace").splitlines() if _tells(line)]
+    reporter.write_sep("-", f"the Dask scheduler's log, its end ({log})")
+    for line in telling[-40:]:
+        reporter.write_line(line[:300])
+
+
+def _tells(line: str) -> bool:
+    if " - INFO - " in line:
+        return "client" in line.lower() or "cancel" in line.lower()
+    return "Received signal" not in line
 
 
 def wait_for_workers(address: str, count: int, timeout: float = 60) -> None:

@@ -185,4 +185,8 @@ def server() -> Iterator[Server]:
         yield running
 
 
-from _dask_cluster import dask_cluster  # noqa: E402, F401 - the session's Dask cluster fixture
+from _dask_cluster import dask_cluster, print_logs_if_failed  # noqa: E402, F401 - the session's Dask cluster fixture
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    print_logs_if_failed(terminalreporter)  # the cluster's view when a Dask test failed

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,66 @@ def test_a_class_from_main_comes_back_as_itself(dask_cluster: DaskCluster) -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True", "1", "True"]
+
+
+# --- Dask cancelling a chunk by itself --------------------------------------------------------
+
+
+def _cancel_running_plait_tasks(dask_scheduler: Any) -> int:
+    """Cancel plait's running tasks on the scheduler, as Dask itself would (for a client that
+    lost its connection, say): plait's client hears "cancelled-keys" with the reason."""
+    keys = [
+        key for key, task in dask_scheduler.tasks.items()
+        if str(key).startswith("plait-") and task.state == "processing" and task.who_wants
+    ]
+    for key in keys:
+        client = next(iter(dask_scheduler.tasks[key].who_wants)).client_key
+        dask_scheduler.stimulus_cancel(
+            [key], client, force=True, reason="the test cancelled it", msg=None
+        )
+    return len(keys)
+
+
+def _cancel_tasks_in_the_background(address: str, times: int) -> threading.Thread:
+    """A thread that cancels plait's running tasks until it has cancelled ``times`` (10 s at
+    most)."""
+
+    def cancel() -> None:
+        client = _dask_cluster.connect(address)
+        cancelled = 0
+        deadline = time.monotonic() + 10
+        while cancelled < times and time.monotonic() < deadline:
+            cancelled += client.run_on_scheduler(_cancel_running_plait_tasks)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_chunk_that_dask_cancels_by_itself_is_submitted_again(
+    dask_cluster: DaskCluster,
+) -> None:
+    canceller = _cancel_tasks_in_the_background(dask_cluster.address, times=1)
+    items = [(x, 0.4) for x in range(4)]
+    assert plait.map(D.sleep_then_double, items, backend="dask", chunksize=1) == [0, 2, 4, 6]
+    canceller.join(15)
+    assert not canceller.is_alive()
+
+
+def test_a_chunk_that_dask_cancels_twice_fails_with_its_reason(dask_cluster: DaskCluster) -> None:
+    client = _dask_cluster.connect(dask_cluster.address)
+    canceller = _cancel_tasks_in_the_background(dask_cluster.address, times=2)
+    outcomes = plait.map(
+        D.sleep_then_double, [(3, 0.4), (4, 0.4)], backend="dask", chunksize=2, errors="collect"
+    )
+    canceller.join(15)
+    assert [type(o.error) for o in outcomes] == [plait.WorkerCrashed] * 2
+    assert all("the test cancelled it" in str(o.error) for o in outcomes)
+    # the client is suspect now: the next run connects afresh (and works)
+    assert _dask_cluster.connect(dask_cluster.address) is not client
+    assert plait.map(abs, [-5], backend="dask") == [5]
+    assert wait_until(lambda: client.status == "closed", 10)
 
 
 # --- worker failure --------------------------------------------------------------------------

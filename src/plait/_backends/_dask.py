@@ -14,6 +14,9 @@ a coroutine on the Client's own loop, whose outcome comes back through a concurr
 - A worker that dies: Dask reruns its tasks elsewhere. A chunk that kills every worker it lands
   on (Dask's ``KilledWorker``) is rerun item by item, so that only the item at fault fails
   with WorkerCrashed.
+- A chunk that Dask cancels by itself (every future of a client that lost its scheduler
+  connection, say) is submitted once more; cancelled again, its items fail with WorkerCrashed
+  giving Dask's reason.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 from .._exceptions import SerializationError
 from .._worker_crashed import WorkerCrashed
 from ._base import ChunkResult, all_failed, around_failed, blocking_callable, concat, timed_out
-from ._dask_cluster import connect, in_flight, on_its_loop, total_threads
+from ._dask_cluster import connect, in_flight, on_its_loop, replace, total_threads
 from ._dask_task import decode, dumps, run_remote
 
 _run_ids = itertools.count(1)
@@ -80,12 +83,10 @@ class DaskBackend:
             return await self._run_picklable(handle, items, bad, timeout_s)
         if self._cancelled:
             return all_failed(len(items), _stopped())
-        if timeout_s is None:
-            reply = await self._submit(handle, payload, timeout_s)
-        else:  # at most one per thread, so that a timed task does not wait behind another
-            async with self._timed_slot():
-                reply = await self._submit(handle, payload, timeout_s)
-        if len(items) == 1 and isinstance(reply, WorkerCrashed) and not self._cancelled:
+        reply = await self._submit_again_if_dask_cancels(handle, payload, timeout_s)
+        if isinstance(reply, _Cancelled) and self._cancelled:
+            reply = _stopped()
+        if len(items) == 1 and _crashed(reply) and not self._cancelled:
             # Dask also counts a worker's death against the tasks that merely ran beside the
             # one that killed it: one more try, away from the other suspects, tells such a
             # bystander from the culprit.
@@ -101,13 +102,31 @@ class DaskBackend:
                 )
         if reply is None:
             return timed_out(len(items), timeout_s or 0.0, _ABANDONED)
-        if len(items) > 1 and isinstance(reply, _SPLIT) and not self._cancelled:
+        if len(items) > 1 and _crashed(reply, _SPLIT) and not self._cancelled:
             # Rerun one by one, so that only the item that kills its workers fails.
             parts = [await self.run(handle, [item], timeout_s) for item in items]
             return concat(parts)
         if isinstance(reply, _Unreadable):
             reply = SerializationError(str(reply))
+        elif isinstance(reply, _Cancelled):  # twice: the client is suspect, the next run
+            replace(self.client)  # connects afresh
+            reply = WorkerCrashed(str(reply))
         return all_failed(len(items), reply)
+
+    async def _submit_again_if_dask_cancels(
+        self, handle: tuple[str, bytes], payload: bytes, timeout_s: float | None
+    ) -> bytes | BaseException | None:
+        """The chunk's reply. A chunk that Dask cancelled by itself (the client lost its
+        scheduler connection, say: Dask cancels every future then) is submitted once more."""
+        for _ in range(2):
+            if timeout_s is None:
+                reply = await self._submit(handle, payload, timeout_s)
+            else:  # at most one per thread, so that a timed task does not wait behind another
+                async with self._timed_slot():
+                    reply = await self._submit(handle, payload, timeout_s)
+            if not isinstance(reply, _Cancelled) or self._cancelled:
+                break
+        return reply
 
     def _suspect_turn(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -168,12 +187,23 @@ class DaskBackend:
             self.client.cancel(running)
 
 
+class _Cancelled(WorkerCrashed):
+    """Dask cancelled a chunk that plait did not stop (its reason in the message)."""
+
+
 class _Unreadable(SerializationError):
     """A chunk's reply that cannot be unpickled here: rerun item by item to find the culprit."""
 
 
 _SPLIT = (WorkerCrashed, _Unreadable)  # a chunk that failed as a whole: find the item at fault
 _ABANDONED = "Dask cannot stop a running task: plait released it, the worker drops its result"
+
+
+def _crashed(
+    reply: object, kinds: type[BaseException] | tuple[type[BaseException], ...] = WorkerCrashed
+) -> bool:
+    """A chunk that failed as a whole on the cluster, not one that Dask or plait cancelled."""
+    return isinstance(reply, kinds) and not isinstance(reply, _Cancelled)
 
 
 def _stopped() -> WorkerCrashed:
@@ -201,10 +231,10 @@ async def _outcome(client: Any, future: Any) -> bytes | BaseException:
         return WorkerCrashed(
             f"the task killed every Dask worker it ran on ({exc}); the cluster replaced them"
         )
-    except (asyncio.CancelledError, concurrent.futures.CancelledError):
+    except (asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
         if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
             raise
-        return _stopped()
+        return _Cancelled(f"Dask cancelled the chunk's task: {exc or type(exc).__name__}")
     except Exception as exc:  # the cluster failed this chunk (a lost scheduler, say)
         return exc
 

@@ -14,6 +14,7 @@ forgotten in a forked child. A client that the user made is the user's: plait ne
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -79,6 +80,26 @@ def _usable(client: Any) -> bool:
         return False
     loop = getattr(getattr(client, "loop", None), "asyncio_loop", None)
     return loop is None or not loop.is_closed()
+
+
+def replace(client: Any) -> None:
+    """After Dask cancelled a chunk twice by itself: the next run for this address connects
+    afresh, and this client closes in the background. Only plait's clients for an address are
+    replaced (a user's client is theirs; the embedded cluster's is plait's whole cluster)."""
+    with _lock:
+        addresses = [address for address, cached in _clients.items() if cached is client]
+        for address in addresses:
+            del _clients[address]
+    if addresses:
+        closing = threading.Thread(target=_close, args=(client,), name="plait-dask-close")
+        closing.daemon = True
+        closing.start()
+
+
+def _close(client: Any) -> None:
+    # a client that lost its scheduler may fail to close cleanly: let it go
+    with contextlib.suppress(Exception):
+        client.close()
 
 
 def _embedded_client() -> Any:
