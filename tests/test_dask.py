@@ -7,6 +7,7 @@ the message when distributed is not installed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -363,6 +364,36 @@ def test_a_chunk_that_dask_cancels_twice_fails_with_its_reason(dask_cluster: Das
     assert _dask_cluster.connect(dask_cluster.address) is not client
     assert plait.map(abs, [-5], backend="dask") == [5]
     assert wait_until(lambda: client.status == "closed", 10)
+
+
+async def _stop_fetching_after(client: Any, future: Any, steps: int) -> None:
+    """On the client's loop: wait for a chunk's reply as plait does, and stop the wait after
+    ``steps`` turns of the loop (the run being stopped while its result comes back)."""
+    from plait._backends._dask import _outcome
+
+    waiting = asyncio.ensure_future(_outcome(client, future))
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+
+
+def test_a_run_stopped_while_its_result_comes_back_leaves_the_client_working(
+    dask_cluster: DaskCluster,
+) -> None:
+    # Seen in CI: one such stop, and every later run of the program failed ("cancelled"):
+    # Dask's client shares one gather task among its gathers, and kept a cancelled one.
+    client = _dask_cluster.connect(dask_cluster.address)
+    loop = client.loop.asyncio_loop
+    for steps in range(12):  # a stop at each step of the wait
+        future = client.submit(abs, -steps, pure=False)
+        assert future.result(timeout=10) == steps
+        asyncio.run_coroutine_threadsafe(_stop_fetching_after(client, future, steps), loop).result(
+            10
+        )
+        assert plait.map(abs, [-1, -2], backend="dask") == [1, 2], f"stopped after {steps} steps"
+        future.release()
 
 
 # --- worker failure --------------------------------------------------------------------------

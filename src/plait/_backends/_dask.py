@@ -225,7 +225,10 @@ async def _outcome(client: Any, future: Any) -> bytes | BaseException:
         state = getattr(future, "_state", None)
         if state is not None:
             await state.wait()
-        reply: bytes = await client.gather(future, asynchronous=True)
+        # Shielded: a gather cancelled in flight can cancel the gather task that Dask's client
+        # shares among its gathers before it starts, and the client keeps it: every later
+        # gather of the program then fails at once with CancelledError.
+        reply: bytes = await asyncio.shield(client.gather(future, asynchronous=True))
         return reply
     except KilledWorker as exc:
         return WorkerCrashed(
@@ -234,7 +237,7 @@ async def _outcome(client: Any, future: Any) -> bytes | BaseException:
     except (asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
         if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
             raise
-        return _Cancelled(f"Dask cancelled the chunk's task: {exc or type(exc).__name__}")
+        return _Cancelled(f"Dask cancelled the chunk's task: {str(exc) or type(exc).__name__}")
     except Exception as exc:  # the cluster failed this chunk (a lost scheduler, say)
         return exc
 
