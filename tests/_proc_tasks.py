@@ -75,3 +75,19 @@ def dying_init(folder: str) -> None:
 def slow(x: int) -> int:
     time.sleep(0.05)
     return x
+
+
+def plait_as_the_worker_starts(_: Any = None) -> tuple[bool, bool]:
+    """Whether plait's public API and its backends' registry are loaded in this worker."""
+    import sys
+
+    backends = vars(sys.modules["plait._backends"])
+    return "plait._api" in sys.modules, "REGISTRY" in backends
+
+
+def uses_plait(x: int) -> tuple[list[int], bool, str]:
+    """A task that runs plait itself and reads the backends' registry."""
+    import plait
+    from plait._backends import cpu_count, info
+
+    return plait.map(abs, [-x, x], backend="thread"), cpu_count() > 0, info("thread").name

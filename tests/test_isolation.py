@@ -120,7 +120,9 @@ def test_a_failed_map_waiting_for_its_running_task_does_not_delay_another_map() 
     assert len(box) == 1 and isinstance(box[0], ValueError)
 
 
-def _wait_for(event: threading.Event) -> str:
+def _wait_for(events: tuple[threading.Event, threading.Event]) -> str:
+    started, event = events
+    started.set()
     event.wait(WAIT_S)
     return "done"
 
@@ -145,12 +147,15 @@ def test_leaving_amap_early_keeps_the_callers_loop_running() -> None:
                     release.set()  # only possible if the loop runs while amap closes
 
         seen: list[str] = []
-        items = [threading.Event(), release]
-        items[0].set()
+        items = [(threading.Event(), threading.Event()), (threading.Event(), release)]
+        items[0][1].set()
         stream = plait.amap(_wait_for, items, backend="thread", workers=2, chunksize=1)
         async for value in stream:
             seen.append(value)
             break
+        # the second task runs (on a loaded machine it may still be queued: closing then
+        # cancels it without waiting, which this test is not about)
+        assert await asyncio.to_thread(items[1][0].wait, WAIT_S)
         ticking = asyncio.ensure_future(ticker())
         await stream.aclose()  # type: ignore[attr-defined]
         closed = True

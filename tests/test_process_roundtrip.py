@@ -291,3 +291,14 @@ def test_initializer_that_exits_is_reported_once(
     if error_type is BrokenExecutor:
         assert all(type(o.error.__cause__) is SystemExit for o in outcomes)  # type: ignore[union-attr]
     assert 1 <= _init_count(tmp_path) <= 2
+
+
+# --- plait inside a worker -------------------------------------------------------------------
+
+
+def test_a_worker_starts_without_plaits_api_and_loads_it_when_a_task_uses_it() -> None:
+    with plait.Pool(backend="process", workers=1) as pool:
+        # a lean start: neither package's __init__ has run (they load on first use)
+        assert pool.submit(P.plait_as_the_worker_starts).result(timeout=30) == (False, False)
+        assert pool.map(P.uses_plait, [3]) == [([3, 3], True, "thread")]
+        assert pool.submit(P.plait_as_the_worker_starts).result(timeout=30) == (True, True)

@@ -17,6 +17,7 @@ from ._options import (
     DOCS,
     BackendName,
     Kind,
+    Options,
     RunOptions,
     check_callable,
     check_iterable,
@@ -82,9 +83,11 @@ def map(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> list[Any]:
     """Run ``fn`` on each item at once and return the results as a list, in input order."""
     check_callable(fn)
     check_iterable(items)
+    settings = options(**opts)
+    _start_workers_early(settings)
     from ._run import collect, make_plan
 
-    return collect(make_plan(fn, items, options(**opts), None))
+    return collect(make_plan(fn, items, settings, None))
 
 
 @overload
@@ -135,9 +138,20 @@ def imap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> Generator[Any,
     """
     check_callable(fn)
     check_iterable(items)
+    settings = options(**opts)
+    _start_workers_early(settings)
     from ._run import make_plan, run_sync
 
-    return cast(Generator[Any, None, None], run_sync(make_plan(fn, items, options(**opts), None)))
+    return cast(Generator[Any, None, None], run_sync(make_plan(fn, items, settings, None)))
+
+
+def _start_workers_early(settings: Options) -> None:
+    """backend="process": the template process that forks the workers boots while this call
+    imports the run machinery (a program's first run), instead of after it."""
+    if settings.backend == "process":
+        from ._backends import _template
+
+        _template.prestart()
 
 
 @overload

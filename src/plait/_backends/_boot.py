@@ -1,40 +1,44 @@
 """Entry point of a process worker, run as a script: ``python _boot.py CONN_FD LIFELINE_FD``,
 or of the template process that forks workers: ``python _boot.py --template REQ_FD LIFE_FD``.
 
-It registers ``plait`` as a bare package so that starting a worker does not run
-``plait/__init__.py`` and the public API behind it (half of a worker's start-up time). The first
-time code in the worker touches an attribute of ``plait`` (say a task calls ``plait.map``), the
-real ``__init__`` runs into the same module object.
+It registers ``plait`` and ``plait._backends`` as bare packages, so that starting a worker
+runs neither ``__init__``: not ``plait``'s public API, not the backends' registry (its imports,
+dataclasses and typing among them, were a third of the template's start-up). The first time
+code in the worker touches an attribute of either (say a task calls ``plait.map``), the real
+``__init__`` runs into the same module object.
 """
 
 import os
 import sys
 import types
+from importlib.machinery import SourceFileLoader
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_public_api(name: str) -> object:
-    package = sys.modules["plait"]
-    del package.__getattr__
-    init = os.path.join(_PACKAGE_DIR, "__init__.py")
-    with open(init) as source:
-        exec(compile(source.read(), init, "exec"), package.__dict__)
-    return getattr(package, name)
+def _bare_package(name: str, folder: str) -> None:
+    init = os.path.join(folder, "__init__.py")
+    package = types.ModuleType(name)
+    package.__path__ = [folder]
+    package.__file__ = init
+    package.__package__ = name
 
+    def load_init(attribute: str) -> object:
+        path = os.path.join(folder, attribute)
+        if os.path.exists(path + ".py") or os.path.isdir(path):
+            raise AttributeError(attribute)  # `from . import submodule`: import it, that's all
+        del package.__getattr__
+        SourceFileLoader(name, init).exec_module(package)  # from its cached bytecode
+        return getattr(package, attribute)
 
-def _bare_package() -> None:
-    package = types.ModuleType("plait")
-    package.__path__ = [_PACKAGE_DIR]
-    package.__file__ = os.path.join(_PACKAGE_DIR, "__init__.py")
-    package.__package__ = "plait"
-    setattr(package, "__getattr__", _load_public_api)  # noqa: B010 - module-level __getattr__
-    sys.modules["plait"] = package
+    setattr(package, "__getattr__", load_init)  # noqa: B010 - module-level __getattr__
+    sys.modules[name] = package
 
 
 if __name__ == "__main__":
     sys.path[0] = os.path.dirname(_PACKAGE_DIR)  # not this folder: it holds private modules
-    _bare_package()
+    _bare_package("plait", _PACKAGE_DIR)
+    _bare_package("plait._backends", os.path.dirname(os.path.abspath(__file__)))
     # The user's __main__ is not here. An empty one makes pickle fail at once on what it
     # defines (it then goes by value), and never find a name of this file (say, `main`) instead.
     sys.modules["__main__"] = types.ModuleType("__main__")

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .._exceptions import SerializationError
-from ._base import ChunkResult, all_failed, blocking_callable, run_chunk
+from ._base import ChunkResult, all_failed, run_chunk
 from ._wire import (
     CONTEXT,
     INIT_FAILED,
@@ -61,7 +61,9 @@ class _Functions:
 
     def get(self, fn_id: int, blob: bytes | None) -> Any:
         if blob is not None:
-            self._cache[fn_id] = blocking_callable(pickle.loads(blob))
+            # the parent sent it ready to call (a coroutine function wrapped to run to its end):
+            # nothing here imports inspect to tell
+            self._cache[fn_id] = pickle.loads(blob)
             if len(self._cache) > MAX_CACHED_FUNCTIONS:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(fn_id)

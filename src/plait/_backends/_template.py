@@ -1,20 +1,25 @@
 """The template process: a clean interpreter that forks process workers on request.
 
-Starting a Python interpreter and importing cloudpickle is most of a worker's start-up. The
-template pays it once per program: it is a fresh ``python _boot.py --template`` (never a fork of
-the user's threaded parent: no lock held by another thread, no copy of the user's state), it
-imports the worker code and cloudpickle, then waits. For each worker the parent sends it the
-worker's socket, lifeline and a status pipe (``SCM_RIGHTS``); the template forks, the child
-leads its own session and serves the parent as a spawned worker would, and the template answers
-with the child's pid. The template reaps its children and writes each one's exit code to its
-status pipe, so the parent sees what ``Popen`` would show (``Forked``).
+Starting a Python interpreter is most of a worker's start-up. The template pays it once per
+program: it is a fresh ``python _boot.py --template`` (never a fork of the user's threaded
+parent: no lock held by another thread, no copy of the user's state), it imports the worker
+code, then waits. For each worker the parent sends it the worker's socket, lifeline and a
+status pipe (``SCM_RIGHTS``); the template forks, the child leads its own session and serves
+the parent as a spawned worker would, and the template answers with the child's pid. The
+template reaps its children and writes each one's exit code to its status pipe, so the parent
+sees what ``Popen`` would show (``Forked``).
 
-Later workers also inherit the heavy standard-library modules the user's program has loaded
-(``asyncio``, ``concurrent.futures``, ``logging`` ...): after each fork the parent names those
-from ``PRELOAD`` that it has and the template has not, and the template imports them one at a
-time while no fork request waits. A worker then unpickles a function whose module imports
-asyncio in microseconds instead of ~50 ms. Only side-effect-free stdlib modules are on the list:
-a third-party module may start threads on import (numpy's BLAS), which a fork must not copy.
+Workers also inherit the heavy standard-library modules that the user's program has loaded
+(``asyncio``, ``concurrent.futures``, ``logging`` ...) and cloudpickle. The template gets the
+names of those from ``PRELOAD`` that the parent has when it starts, and after each fork those
+loaded since; it imports them one at a time while no fork request waits (after a fork, while
+none came for ``_QUIET_MS``: the pool's other workers are asked for next). Started at the
+beginning of a program's first process run, the template has usually imported them before
+the parent asks for its first workers, which then unpickle a function whose module imports
+asyncio in microseconds instead of ~30 ms; a request never waits for more than the one import
+under way. cloudpickle comes last: only a function sent by value needs it in the worker. Only
+side-effect-free stdlib modules are on the list: a third-party module may start threads on
+import (numpy's BLAS), which a fork must not copy.
 
 The template leaves when its lifeline from the parent closes (the parent died or shut plait
 down); its workers have lifelines of their own. Where fork or fd passing is missing, or with
@@ -43,6 +48,7 @@ _ANSWER_S = 30.0  # the template's start (a loaded machine) and one fork take fa
 _WAIT_SLICE_S = 0.05  # how often a wait checks that the worker still exists
 _REPORT_S = 1.0  # a worker dead this long without its status: the template will not report it
 _LENGTH = struct.Struct("!I")
+_QUIET_MS = 10  # after a fork, no request for this long: the template imports the next module
 # Standard-library packages that are slow to import, start no thread and touch nothing outside
 # the process when imported: the template preloads those of them the parent has loaded.
 # fmt: off
@@ -151,8 +157,9 @@ class Template:
         parent_sock, child_sock = socket.socketpair()
         lifeline_r, self._lifeline_w = os.pipe()
         child_fd = child_sock.fileno()
+        first = sorted(name for name in PRELOAD if _from_the_stdlib(name))
         self.popen = subprocess.Popen(
-            [sys.executable, BOOT, "--template", str(child_fd), str(lifeline_r)],
+            [sys.executable, BOOT, "--template", str(child_fd), str(lifeline_r), *first],
             pass_fds=(child_fd, lifeline_r),
             start_new_session=True,  # Ctrl-C reaches the parent only
         )
@@ -163,7 +170,7 @@ class Template:
         # the request fails and the worker is spawned instead.
         self._sock.settimeout(_ANSWER_S)
         self._lock = threading.Lock()  # one request at a time
-        self._preloading: set[str] = set()  # modules it was asked to import
+        self._preloading: set[str] = set(first)  # modules it was asked to import
 
     def fork(self, conn_fd: int, lifeline_r: int) -> Forked:
         """A worker serving ``conn_fd``; raises OSError if the template is gone."""
@@ -319,25 +326,26 @@ def main() -> None:
     """``python _boot.py --template REQUEST_FD LIFELINE_FD``: fork workers until the parent
     goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    import cloudpickle  # noqa: F401 - imported once here, so that every worker has it
+    from . import _process_worker  # noqa: F401 - imported once here, so that every worker has it
 
-    from . import _process_worker  # noqa: F401 - the same
-
-    _Server(int(sys.argv[2]), int(sys.argv[3])).serve()
+    # what the program has loaded of PRELOAD, then cloudpickle (only a function sent by value
+    # needs it): imported while no fork request waits, so that the first workers have them
+    _Server(int(sys.argv[2]), int(sys.argv[3]), [*sys.argv[4:], "cloudpickle"]).serve()
 
 
 class _Server:
     """The template's loop: one thread (a fork copies no other thread), woken by a request,
     by the lifeline's end, or by SIGCHLD (through the wakeup fd) to reap a worker."""
 
-    def __init__(self, request_fd: int, lifeline_fd: int) -> None:
+    def __init__(self, request_fd: int, lifeline_fd: int, preload: list[str]) -> None:
         self.request = socket.socket(fileno=request_fd)
         self.lifeline = lifeline_fd
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.status: dict[int, int] = {}  # worker pid -> the write end of its status pipe
-        self.to_import: list[str] = []  # modules to preload while no request waits
+        self.to_import = preload  # modules to import while no request waits
+        self.quiet_ms = 0  # ... and, once it has forked, none came for this long
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, _ignore)  # a handler, so that the wakeup fd hears it
 
@@ -346,7 +354,7 @@ class _Server:
         for fd in (self.request.fileno(), self.lifeline, self.wake_r):
             poller.register(fd, select.POLLIN)
         while True:
-            events = dict(_poll(poller, 0 if self.to_import else None))
+            events = dict(_poll(poller, self.quiet_ms if self.to_import else None))
             if not events and self.to_import:
                 _import_quietly(self.to_import.pop(0))
                 continue
@@ -380,6 +388,7 @@ class _Server:
         os.close(lifeline_fd)
         self.status[pid] = status_fd
         self.request.sendall(_PID.pack(pid))
+        self.quiet_ms = _QUIET_MS  # the pool's other workers may ask next: no import first
 
     def _become_worker(self, conn_fd: int, lifeline_fd: int, status_fd: int) -> None:
         try:
