@@ -157,7 +157,7 @@ class Template:
         parent_sock, child_sock = socket.socketpair()
         lifeline_r, self._lifeline_w = os.pipe()
         child_fd = child_sock.fileno()
-        first = sorted(name for name in PRELOAD if _from_the_stdlib(name))
+        first = _to_preload(set())
         self.popen = subprocess.Popen(
             [sys.executable, BOOT, "--template", str(child_fd), str(lifeline_r), *first],
             pass_fds=(child_fd, lifeline_r),
@@ -189,13 +189,12 @@ class Template:
         return worker
 
     def _preload(self) -> None:
-        """Ask the template to import the PRELOAD modules this program has that it lacks
-        (after a fork, so that the first workers never wait for them)."""
-        loaded = {name for name in PRELOAD - self._preloading if _from_the_stdlib(name)}
+        """Ask the template to import the PRELOAD modules this program loaded since."""
+        loaded = _to_preload(self._preloading)
         if not loaded:
             return
-        self._preloading |= loaded
-        names = " ".join(sorted(loaded)).encode()
+        self._preloading.update(loaded)
+        names = " ".join(loaded).encode()
         with self._lock, contextlib.suppress(OSError):  # a gone template fails the next fork
             self._sock.sendall(b"p" + _LENGTH.pack(len(names)) + names)
 
@@ -209,6 +208,13 @@ class Template:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+
+def _to_preload(asked: set[str]) -> list[str]:
+    """The PRELOAD modules this program has loaded and the template was not asked for yet, in
+    the order the program imported them (which its own modules are likely to need first)."""
+    wanted = {name for name in PRELOAD - asked if _from_the_stdlib(name)}
+    return [name for name in list(sys.modules) if name in wanted] if wanted else []
 
 
 def _from_the_stdlib(name: str) -> bool:
