@@ -289,3 +289,32 @@ def test_a_module_that_shadows_the_stdlib_is_never_preloaded(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["zoneinfo"]  # the stdlib csv would differ from the parent's
+
+
+EARLY = """
+import sys
+import plait
+from plait._backends import _template
+
+started_before_the_run_machinery = []
+prestart = _template.prestart
+
+def spy():
+    started_before_the_run_machinery.append("plait._run" not in sys.modules)
+    prestart()
+
+_template.prestart = spy
+assert plait.map(abs, [-1], backend="process") == [1]
+print(started_before_the_run_machinery[0])
+"""
+
+
+def test_the_first_process_run_starts_the_template_before_loading_its_machinery() -> None:
+    """So that the template boots while the program loads plait's run machinery (its
+    benchmark: the first workers of a program, ``benchmarks/cold.py``)."""
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY], env=subprocess_env(), capture_output=True, text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
