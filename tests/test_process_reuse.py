@@ -3,6 +3,7 @@ worker that is busy, crashed or timed out handed on; none outlives its parent.""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -260,6 +261,27 @@ def test_a_template_given_time_preloads_before_its_first_fork() -> None:
     time.sleep(2)  # far more than importing zoneinfo and cloudpickle takes
     (found,) = plait.map(R.loaded, [["zoneinfo", "cloudpickle"]], backend="process")
     assert found == ["zoneinfo", "cloudpickle"]
+
+
+def test_the_template_imports_nothing_while_a_run_has_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PRELOAD modules the program loads during a run are imported by the template after
+    the run, not while its workers compute: workers forked during it do not have them."""
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)  # as if never imported here
+    plait.shutdown()  # a fresh template, started without sqlite3 on its list
+    with plait.Pool(backend="process", workers=1, max_tasks_per_worker=1) as pool:
+        assert pool.submit(R.loaded, ["sqlite3"]).result(timeout=30) == []
+        importlib.import_module("sqlite3")  # the program has it now
+        for _ in range(4):  # each task has a worker forked for it, during the run
+            time.sleep(0.1)
+            assert pool.submit(R.loaded, ["sqlite3"]).result(timeout=30) == []
+
+    def fresh_worker() -> list[str]:
+        (found,) = plait.map(R.loaded, [["sqlite3"]], backend="process", max_tasks_per_worker=1)
+        return found
+
+    assert wait_until(lambda: fresh_worker() == ["sqlite3"], 10)  # imported once it ended
 
 
 SHADOWED = """

@@ -279,6 +279,13 @@ class ProcessBackend(QueuePool[_Slot]):
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
         return FunctionHandle(next(_fn_ids), _dumps_function(blocking_callable(fn), "function"))
 
+    def close(
+        self, *, cancel: bool = False, wait: bool | float = True, cancel_queued: bool = False
+    ) -> None:
+        super().close(cancel=cancel, wait=wait, cancel_queued=cancel_queued)
+        if wait is not False:
+            _template.after_run()  # the cores are free: the template may import meanwhile
+
     def _spawn(self) -> WorkerProcess:
         return self._adopt(WorkerProcess(self._initializer))
 

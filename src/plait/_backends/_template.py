@@ -10,15 +10,16 @@ template reaps its children and writes each one's exit code to its status pipe, 
 sees what ``Popen`` would show (``Forked``).
 
 Workers also inherit the heavy standard-library modules that the user's program has loaded
-(``asyncio``, ``concurrent.futures``, ``logging`` ...) and cloudpickle. The template gets the
-names of those from ``PRELOAD`` that the parent has when it starts, and after each fork those
-loaded since; it imports them one at a time while no fork request waits (after a fork, while
-none came for ``_QUIET_MS``: the pool's other workers are asked for next). Started at the
-beginning of a program's first process run, the template has usually imported them before
-the parent asks for its first workers, which then unpickle a function whose module imports
-asyncio in microseconds instead of ~30 ms; a request never waits for more than the one import
-under way. cloudpickle comes last: only a function sent by value needs it in the worker. Only
-side-effect-free stdlib modules are on the list: a third-party module may start threads on
+(``asyncio``, ``concurrent.futures``, ``logging`` ...) and cloudpickle. The template imports
+them one at a time, while no fork request waits and no run of the program has the cores: before
+its first fork, and after each run. It starts at the beginning of the program's first process
+run, with the names of the ``PRELOAD`` modules the parent has then, and imports while the
+parent prepares that run: the first workers usually have them, and unpickle a function whose
+module imports asyncio in microseconds instead of ~30 ms. Once it has forked, what is left
+waits until the parent says the run ended (``after_run``, with the names loaded since), so that
+no import takes a core from the run's workers; a fork request never waits for more than the one
+import under way. cloudpickle comes last: only a function sent by value needs it in the worker.
+Only side-effect-free stdlib modules are on the list: a third-party module may start threads on
 import (numpy's BLAS), which a fork must not copy.
 
 The template leaves when its lifeline from the parent closes (the parent died or shut plait
@@ -48,7 +49,6 @@ _ANSWER_S = 30.0  # the template's start (a loaded machine) and one fork take fa
 _WAIT_SLICE_S = 0.05  # how often a wait checks that the worker still exists
 _REPORT_S = 1.0  # a worker dead this long without its status: the template will not report it
 _LENGTH = struct.Struct("!I")
-_QUIET_MS = 10  # after a fork, no request for this long: the template imports the next module
 # Standard-library packages that are slow to import, start no thread and touch nothing outside
 # the process when imported: the template preloads those of them the parent has loaded.
 # fmt: off
@@ -184,15 +184,12 @@ class Template:
             raise
         finally:
             os.close(status_w)
-        worker = Forked(_PID.unpack(data)[0], status_r)
-        self._preload()
-        return worker
+        return Forked(_PID.unpack(data)[0], status_r)
 
-    def _preload(self) -> None:
-        """Ask the template to import the PRELOAD modules this program loaded since."""
+    def after_run(self) -> None:
+        """A run ended: the template may import again, with the PRELOAD modules this program
+        loaded since."""
         loaded = _to_preload(self._preloading)
-        if not loaded:
-            return
         self._preloading.update(loaded)
         names = " ".join(loaded).encode()
         with self._lock, contextlib.suppress(OSError):  # a gone template fails the next fork
@@ -208,6 +205,13 @@ class Template:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+
+def after_run() -> None:
+    """A process run ended (its workers are idle or gone): tell the template, if one runs."""
+    template = _template
+    if template is not None:
+        template.after_run()
 
 
 def _to_preload(asked: set[str]) -> list[str]:
@@ -351,7 +355,7 @@ class _Server:
         os.set_blocking(self.wake_w, False)
         self.status: dict[int, int] = {}  # worker pid -> the write end of its status pipe
         self.to_import = preload  # modules to import while no request waits
-        self.quiet_ms = 0  # ... and, once it has forked, none came for this long
+        self.held: list[str] = []  # ... and those put off while a run has the cores
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, _ignore)  # a handler, so that the wakeup fd hears it
 
@@ -360,7 +364,7 @@ class _Server:
         for fd in (self.request.fileno(), self.lifeline, self.wake_r):
             poller.register(fd, select.POLLIN)
         while True:
-            events = dict(_poll(poller, self.quiet_ms if self.to_import else None))
+            events = dict(_poll(poller, 0 if self.to_import else None))
             if not events and self.to_import:
                 _import_quietly(self.to_import.pop(0))
                 continue
@@ -377,9 +381,10 @@ class _Server:
         """Serve one request: b"f" with three fds (fork a worker), or b"p" with a list of
         modules (preload them); False when the parent closed the socket."""
         message, fds, _, _ = socket.recv_fds(self.request, 1, 3)
-        if message == b"p":
+        if message == b"p":  # a run ended: import what was put off, and these
             (size,) = _LENGTH.unpack(_recv_exactly(self.request, _LENGTH.size))
-            self.to_import += _recv_exactly(self.request, size).decode().split()
+            names = _recv_exactly(self.request, size).decode().split()
+            self.to_import, self.held = [*self.to_import, *self.held, *names], []
             return True
         if message != b"f" or len(fds) != 3:
             return False
@@ -394,7 +399,8 @@ class _Server:
         os.close(lifeline_fd)
         self.status[pid] = status_fd
         self.request.sendall(_PID.pack(pid))
-        self.quiet_ms = _QUIET_MS  # the pool's other workers may ask next: no import first
+        # its run starts: no import competes with its workers for the cores until it ends
+        self.held, self.to_import = [*self.held, *self.to_import], []
 
     def _become_worker(self, conn_fd: int, lifeline_fd: int, status_fd: int) -> None:
         try:
