@@ -225,6 +225,7 @@ def test_client_picks_that_cluster(other_cluster: Any) -> None:
 def test_fetch_all_runs_on_the_cluster_its_address_or_client_names(
     server: Server, other_cluster: Any
 ) -> None:
+    from conftest import wait_until
     from distributed import Client
 
     from plait.http import fetch_all
@@ -235,6 +236,8 @@ def test_fetch_all_runs_on_the_cluster_its_address_or_client_names(
     done = fetch_all(urls, backend="dask", address=other_cluster.scheduler_address, read="json")
     assert [r.body for r in done] == [{"name": str(i)} for i in range(4)]
     assert scheduler.transition_counter > before
+    # (the first run's tasks are released after it ended: their transitions must not count)
+    assert wait_until(lambda: not scheduler.tasks, 20)
     before = scheduler.transition_counter
     with Client(other_cluster, set_as_default=False) as client:
         assert [r.ok for r in fetch_all(urls, backend="dask", client=client)] == [True] * 4
