@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import threading
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -46,6 +47,13 @@ def recording_fetch(requests: list[Any], options: dict[str, Any], after: Any = N
 def short_fetch(requests: list[Any], options: dict[str, Any], after: Any = None) -> list[Any]:
     """A broken shard fetcher: one response short."""
     return recording_fetch(requests, options, after)[:-1]
+
+
+GATE = threading.Event()  # holds a task on an in-process worker (the same module, same event)
+
+
+def wait_at_gate() -> None:
+    GATE.wait(30)
 
 
 def hosts_of_shard(shard: int, shards: int, count: int) -> list[str]:
@@ -283,3 +291,39 @@ def test_a_shard_runs_elsewhere_when_its_home_worker_has_left(dask_cluster: Any)
         )
     assert [r.url for r in responses] == urls
     assert {r.task.worker for r in responses} == {homes[0]}
+
+
+def test_a_shard_waits_for_its_busy_home_worker_rather_than_another_idle_one(
+    dask_cluster: Any,
+) -> None:
+    import dask
+    from conftest import wait_until
+    from distributed import Client
+
+    GATE.clear()
+    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+        cluster = local_cluster(2)  # (without stealing, only placement decides)
+    with cluster, Client(cluster, set_as_default=False) as client:
+        homes = sorted(client.nthreads())
+        blocker = client.submit(wait_at_gate, workers=[homes[0]], pure=False)
+        assert wait_until(lambda: blocker.key in client.processing()[homes[0]], 10)
+        responses: list[Any] = []
+
+        def fetch() -> None:
+            urls = ["http://a.test/1", "http://b.test/2"]
+            run = _dask_fetch.fetch_on_cluster(urls, client=client, shards=1, fetch=recording_fetch)
+            responses.extend(run)
+
+        def placed() -> bool:  # the shard's task is on a worker (or done, if not held)
+            keys = [str(k) for ks in client.processing().values() for k in ks]
+            return bool(responses) or any(k.startswith("recording_fetch") for k in keys)
+
+        thread = threading.Thread(target=fetch)
+        thread.start()
+        try:
+            assert wait_until(placed, 10)
+        finally:
+            GATE.set()
+            thread.join(30)
+        blocker.result()
+    assert {r.task.worker for r in responses} == {homes[0]}  # shard 0's home: the first
