@@ -61,6 +61,9 @@ def cluster_env() -> dict[str, str]:
 def _start(name: str, command: list[str]) -> subprocess.Popen[bytes]:
     """A Dask process in a session of its own (a nanny's worker goes with it), logging to
     ``LOGS/name.log``."""
+    # made again if need be: a session that ended without a failed Dask test removed it, and
+    # mutmut's fork server runs each mutant's tests after such a session, in the same process
+    LOGS.mkdir(parents=True, exist_ok=True)
     with open(LOGS / f"{name}.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", *command], env=cluster_env(),

@@ -47,7 +47,9 @@ MODULES: dict[str, tuple[list[str], list[str], str]] = {
     # fetch_all(backend="dask") and the sharding over a cluster: their tests need the real Dask
     # cluster of tests/_dask_cluster.py, which each mutant's test run starts anew (~3 s), so
     # they are a module of their own rather than a slower "http"
-    "http-dask": (["http/_fetch.py", "_dask_fetch.py"], ["test_dask_fetch.py"], ""),
+    "http-dask": (
+        ["http/_fetch.py", "_dask_fetch.py"], ["test_dask_fetch.py", "test_mut_dask_fetch.py"], ""
+    ),
     # the stable backends without the process backend, which is measured on its own (its
     # tests start worker processes, so a run of them takes far longer)
     "backends-core": (

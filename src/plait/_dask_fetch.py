@@ -141,10 +141,12 @@ def _submit_block(
     for shard, where in enumerate(positions):
         if not where:
             continue
+        # its home worker, or any other when that one is busy or gone (Dask refuses
+        # allow_other_workers without workers=: a cluster with no workers yet has no homes)
         home = [workers[shard % len(workers)]] if workers else None
         future = cluster.submit(
             fetch, [items[i] for i in where], options, previous[shard], pure=False,
-            workers=home, allow_other_workers=True,
+            workers=home, allow_other_workers=home is not None,
         )
         previous[shard] = future
         parts.append(([start + i for i in where], future))
