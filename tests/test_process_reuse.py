@@ -326,17 +326,24 @@ def spy():
     prestart()
 
 _template.prestart = spy
-assert plait.map(abs, [-1], backend="process") == [1]
+if sys.argv[1] == "map":
+    assert plait.map(abs, [-1], backend="process") == [1]
+else:
+    with plait.Pool(backend="process") as pool:
+        assert pool.map(abs, [-1]) == [1]
 print(started_before_the_run_machinery[0])
 """
 
 
-def test_the_first_process_run_starts_the_template_before_loading_its_machinery() -> None:
+@pytest.mark.parametrize("first", ["map", "Pool"])
+def test_the_first_process_run_starts_the_template_before_loading_its_machinery(
+    first: str,
+) -> None:
     """So that the template boots while the program loads plait's run machinery (its
     benchmark: the first workers of a program, ``benchmarks/cold.py``)."""
     done = subprocess.run(
-        [sys.executable, "-c", EARLY], env=subprocess_env(), capture_output=True, text=True,
-        timeout=30,
+        [sys.executable, "-c", EARLY, first], env=subprocess_env(), capture_output=True,
+        text=True, timeout=30,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"]

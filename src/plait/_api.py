@@ -17,7 +17,6 @@ from ._options import (
     DOCS,
     BackendName,
     Kind,
-    Options,
     RunOptions,
     check_callable,
     check_iterable,
@@ -84,7 +83,7 @@ def map(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> list[Any]:
     check_callable(fn)
     check_iterable(items)
     settings = options(**opts)
-    _start_workers_early(settings)
+    _backends.start_early(settings.backend)
     from ._run import collect, make_plan
 
     return collect(make_plan(fn, items, settings, None))
@@ -139,19 +138,11 @@ def imap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> Generator[Any,
     check_callable(fn)
     check_iterable(items)
     settings = options(**opts)
-    _start_workers_early(settings)
+    _backends.start_early(settings.backend)
     from ._run import make_plan, run_sync
 
     return cast(Generator[Any, None, None], run_sync(make_plan(fn, items, settings, None)))
 
-
-def _start_workers_early(settings: Options) -> None:
-    """backend="process": the template process that forks the workers boots while this call
-    imports the run machinery (a program's first run), instead of after it."""
-    if settings.backend == "process":
-        from ._backends import _template
-
-        _template.prestart()
 
 
 @overload

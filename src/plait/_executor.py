@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import _backends
 from ._backends import NAMES
 from ._backends._base import Backend, StarCall
 from ._lifetime import exiting, watch
@@ -75,6 +76,7 @@ class Pool(concurrent.futures.Executor):
         name = check_backend(backend)
         if name == "auto":
             raise ValueError(f"a Pool needs a concrete backend: {', '.join(map(repr, NAMES))}")
+        _backends.start_early(name)
         from ._run import create_backend
 
         setup = options(
