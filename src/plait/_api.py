@@ -12,6 +12,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Itera
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args, overload
 
 from . import _backends
+from ._backends._early import start_early
 from ._options import (
     DEFAULTS,
     DOCS,
@@ -83,7 +84,7 @@ def map(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> list[Any]:
     check_callable(fn)
     check_iterable(items)
     settings = options(**opts)
-    _backends.start_early(settings.backend)
+    start_early(settings.backend)
     from ._run import collect, make_plan
 
     return collect(make_plan(fn, items, settings, None))
@@ -138,7 +139,7 @@ def imap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> Generator[Any,
     check_callable(fn)
     check_iterable(items)
     settings = options(**opts)
-    _backends.start_early(settings.backend)
+    start_early(settings.backend)
     from ._run import make_plan, run_sync
 
     return cast(Generator[Any, None, None], run_sync(make_plan(fn, items, settings, None)))

@@ -10,9 +10,9 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _backends
 from ._backends import NAMES
 from ._backends._base import Backend, StarCall
+from ._backends._early import start_early
 from ._lifetime import exiting, watch
 from ._options import Options, check_backend, check_callable, check_iterable, options
 from ._stream import AsyncResults
@@ -76,7 +76,7 @@ class Pool(concurrent.futures.Executor):
         name = check_backend(backend)
         if name == "auto":
             raise ValueError(f"a Pool needs a concrete backend: {', '.join(map(repr, NAMES))}")
-        _backends.start_early(name)
+        start_early(name)
         from ._run import create_backend
 
         setup = options(

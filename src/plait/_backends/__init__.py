@@ -115,15 +115,6 @@ def default_workers(name: str) -> int:
     return REGISTRY[name].default_workers()
 
 
-def start_early(name: str) -> None:
-    """backend="process": start the template process that forks the workers now, so that it
-    boots while the caller loads the run machinery (a program's first run), not after."""
-    if name == "process":
-        from . import _template
-
-        _template.prestart()
-
-
 def load(name: str) -> Callable[..., Backend]:
     """The backend's class, importing its module now (after checking its dependency)."""
     described = REGISTRY[name]
