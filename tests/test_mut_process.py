@@ -7,14 +7,19 @@ errors that cannot cross back say why, and a chunk with an unpicklable item keep
 from __future__ import annotations
 
 import contextlib
+import importlib
+import mmap
 import os
 import pickle
 import socket
+import struct
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import _tasks as T
 import cloudpickle
@@ -420,3 +425,190 @@ def test_arguments_only_cloudpickle_can_carry_reach_the_worker() -> None:
 
     items: list[Callable[[int], int]] = [lambda x: x * 3, lambda x: x + 1]
     assert plait.map(call_with_two, items, backend="process", workers=1) == [6, 3]
+
+
+# --- what a worker takes over: where to import from --------------------------------------
+
+
+def _import_triple(name: str) -> Callable[[int], int]:
+    module = importlib.import_module(name)
+    return cast(Callable[[int], int], module.triple)
+
+
+def test_workers_import_from_the_folders_the_parent_imports_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative ``sys.path`` entry is the folder it names from plait's start directory, as
+    with multiprocessing, even after the parent moved elsewhere; an absolute entry goes as it
+    is (not normalised: ``link/..`` is the folder above the link's target)."""
+    from plait._backends import START_DIR
+
+    for folder, name in (("rel/mods", "plait_mut_relmod"), ("real/mods", "plait_mut_linkmod")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / f"{name}.py").write_text("def triple(x):\n    return 3 * x\n")
+    (tmp_path / "real" / "sub").mkdir()
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "link").symlink_to(tmp_path / "real" / "sub")
+    through_link = f"{tmp_path}/x/link/../mods"  # real/mods; x/mods, normalised, does not exist
+    monkeypatch.chdir(START_DIR)
+    plait.map(T.getpid, range(1), backend="process", workers=1)  # the template is up, from here
+    monkeypatch.syspath_prepend(os.path.relpath(tmp_path / "rel" / "mods", START_DIR))
+    monkeypatch.syspath_prepend(through_link)
+    try:
+        functions = [_import_triple("plait_mut_relmod"), _import_triple("plait_mut_linkmod")]
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")  # where the relative entry names nothing
+        for fn in functions:
+            assert plait.map(fn, [1, 2], backend="process", workers=1) == [3, 6]
+    finally:
+        for name in ("plait_mut_relmod", "plait_mut_linkmod"):
+            sys.modules.pop(name, None)
+
+
+# --- arguments pickle cannot send by reference -----------------------------------------------
+
+
+class _OfMain:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def _value_of(thing: Any) -> Any:
+    return thing.value
+
+
+def test_an_argument_of_the_programs_main_is_sent_again_by_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pickle names a class of the program's ``__main__`` by reference, which a worker's
+    ``__main__`` lacks: the worker asks again and gets the class itself, with cloudpickle."""
+    monkeypatch.setattr(_OfMain, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_OfMain", _OfMain, raising=False)
+    items = [_OfMain(1), _OfMain(2)]
+    assert plait.map(_value_of, items, backend="process", workers=1, chunksize=2) == [1, 2]
+
+
+def test_an_argument_the_worker_cannot_import_fails_with_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A class of a module only the parent has: pickle and cloudpickle both name it by
+    reference; asked again by value, the worker still cannot load it and says so (it does not
+    ask forever)."""
+    module = types.ModuleType("plait_mut_parent_only")
+
+    class Thing:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+    Thing.__module__, Thing.__qualname__ = module.__name__, "Thing"
+    module.Thing = Thing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    outcomes = plait.map(
+        _value_of, [Thing(1), Thing(2)], backend="process", workers=1, errors="collect"
+    )
+    assert [type(o.error) for o in outcomes] == [plait.SerializationError] * 2
+    assert str(outcomes[0].error) == (
+        "the arguments could not be unpickled in the worker: "
+        "ModuleNotFoundError: No module named 'plait_mut_parent_only'"
+    )
+
+
+# --- the worker's framing is multiprocessing's -----------------------------------------------
+
+
+def _stream(send: Callable[[socket.socket], None], limit: int | None = None) -> bytes:
+    """What ``send`` writes to a socket (its first ``limit`` bytes: then the reader leaves,
+    and the sender's write fails, as when a parent dies)."""
+    writer, reader = socket.socketpair()
+
+    def sending() -> None:
+        try:
+            send(writer)
+        except Exception:  # the reader left (or the sender failed): it sees the end
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                writer.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=sending, daemon=True)
+    thread.start()
+    data = b""
+    reader.settimeout(10)  # a test fails, not hangs
+    with reader:
+        while limit is None or len(data) < limit:
+            more = reader.recv(1 << 16 if limit is None else limit - len(data))
+            if not more:
+                break
+            data += more
+    thread.join(10)
+    writer.close()
+    assert not thread.is_alive()
+    return data
+
+
+def _by_plait(data: Any) -> Callable[[socket.socket], None]:
+    return lambda sock: _wire.FdConnection(sock.fileno()).send_bytes(data)
+
+
+def _by_multiprocessing(data: Any) -> Callable[[socket.socket], None]:
+    def send(sock: socket.socket) -> None:
+        conn = Connection(os.dup(sock.fileno()))
+        try:
+            conn.send_bytes(data)
+        finally:
+            conn.close()
+
+    return send
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 65536, 65537, 100_000])
+def test_the_worker_writes_a_message_as_multiprocessing_does(size: int) -> None:
+    data = os.urandom(size)
+    written = _stream(_by_plait(data))
+    assert written == _stream(_by_multiprocessing(data))
+    assert written == struct.pack("!i", size) + data
+
+
+def test_a_message_of_2_gib_or_more_gets_the_long_header() -> None:
+    """The size field is a signed 32-bit int: 2 GiB and more are sent as -1 then 8 bytes. (The
+    message's pages are never touched, so this costs no memory; only its start is read.)"""
+    for size, header in (
+        (0x7FFFFFFF, struct.pack("!i", 0x7FFFFFFF)),
+        (0x80000000, struct.pack("!iQ", -1, 0x80000000)),
+    ):
+        data = mmap.mmap(-1, size)
+        start = header + bytes(12 - len(header))  # then the message's first (zero) bytes
+        try:
+            assert _stream(_by_plait(data), 12) == start
+            assert _stream(_by_multiprocessing(data), 12) == start
+        finally:
+            data.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 70_000])
+def test_the_worker_reads_what_multiprocessing_writes(size: int) -> None:
+    data = os.urandom(size)
+    writer, reader = socket.socketpair()
+    with reader:
+        _by_multiprocessing(data)(writer)
+        writer.close()
+        conn = _wire.FdConnection(reader.fileno())
+        assert conn.recv_bytes() == data
+        with pytest.raises(EOFError):  # nothing more: the message was read whole, no more
+            conn.recv_bytes()
+
+
+def test_the_worker_reads_the_long_header() -> None:
+    """A message sent with the 2 GiB form of the header (-1, then the size in 8 bytes) reads
+    as multiprocessing reads it."""
+    frame = struct.pack("!iQ", -1, 5) + b"hello"
+    writer, reader = socket.socketpair()
+    with writer, reader:
+        writer.sendall(frame * 2)
+        writer.shutdown(socket.SHUT_WR)
+        conn = Connection(os.dup(reader.fileno()))
+        try:
+            assert conn.recv_bytes() == b"hello"  # multiprocessing's own form
+        finally:
+            conn.close()
+        assert _wire.FdConnection(reader.fileno()).recv_bytes() == b"hello"
