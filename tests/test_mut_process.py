@@ -7,14 +7,18 @@ errors that cannot cross back say why, and a chunk with an unpicklable item keep
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import mmap
 import os
 import pickle
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -24,7 +28,7 @@ from typing import Any, cast
 import _tasks as T
 import cloudpickle
 import pytest
-from conftest import pid_alive, wait_until
+from conftest import pid_alive, process_state, wait_until
 
 import plait
 from plait._backends import _process_worker, _reuse, _template, _wire
@@ -612,3 +616,80 @@ def test_the_worker_reads_the_long_header() -> None:
         finally:
             conn.close()
         assert _wire.FdConnection(reader.fileno()).recv_bytes() == b"hello"
+
+
+# --- a forked worker outliving the template ------------------------------------------------
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def _subreaper() -> Iterator[None]:
+    """Orphans of this process's children become its own, unreaped until it waits for them:
+    as under a container's init that reaps late, a dead orphan stays a zombie meanwhile."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, ctypes.get_errno()
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+class _Orphan:
+    """A worker forked by ``template``, waiting for its setup; it leaves when its lifeline
+    closes."""
+
+    def __init__(self, template: _template.Template) -> None:
+        self.conn, child = socket.socketpair()
+        lifeline_r, self.lifeline = os.pipe()
+        try:
+            self.forked = template.fork(child.fileno(), lifeline_r)
+        finally:
+            child.close()
+            os.close(lifeline_r)
+
+    def end(self) -> None:
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
+
+    def reap(self) -> None:
+        self.end()
+        self.conn.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.forked.pid, 0)
+
+
+@pytest.mark.timeout(20)
+def test_a_worker_outliving_the_template_is_watched_through_proc() -> None:
+    """The template took the worker's exit code with it: ``Forked`` then reads /proc. poll()
+    is None while the worker runs and 0 once it ended, also while it is a zombie nobody reaped
+    yet; wait() then returns 0, and wait(timeout) on a running one times out as Popen's does."""
+    with _subreaper():
+        template = _template.Template()
+        orphans = [_Orphan(template) for _ in range(3)]
+        try:
+            template.stop()  # the workers, orphaned, become this process's children
+            first, second, third = orphans
+            assert first.forked.poll() is None
+            stuck = threading.Timer(5, os.kill, (first.forked.pid, signal.SIGKILL))
+            stuck.start()  # should wait(timeout) not time out: it ends, the test fails
+            started = time.monotonic()
+            try:
+                with pytest.raises(subprocess.TimeoutExpired) as timed_out:
+                    first.forked.wait(timeout=0.2)
+            finally:
+                stuck.cancel()
+            assert time.monotonic() - started >= 0.2
+            assert timed_out.value.cmd == f"worker {first.forked.pid}"
+            assert 0 < timed_out.value.timeout <= 0.2
+            for orphan in orphans:
+                orphan.end()  # each leaves, a zombie until this process reaps it
+            assert wait_until(lambda: {process_state(o.forked.pid) for o in orphans} == {"Z"}, 5)
+            assert first.forked.poll() == 0
+            assert second.forked.wait() == 0
+            third.reap()
+            assert third.forked.poll() == 0  # reaped: gone from /proc
+        finally:
+            for orphan in orphans:
+                orphan.reap()
