@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import importlib.util
 import mmap
 import os
 import pickle
@@ -693,3 +694,37 @@ def test_a_worker_outliving_the_template_is_watched_through_proc() -> None:
         finally:
             for orphan in orphans:
                 orphan.reap()
+
+
+# --- the template preloads the standard library the program uses -----------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_template_preloads_the_programs_stdlib_modules_not_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a fork the template imports the PRELOAD modules the program has loaded, so that
+    later workers have them; neither one the program has not loaded nor a module of the
+    program's own that shadows one (a ``statistics.py`` beside it): its workers import the
+    program's."""
+    importlib.import_module("zoneinfo")  # stdlib, and not in a template at its start
+    monkeypatch.delitem(sys.modules, "tomllib", raising=False)  # as if never imported here
+    mine = tmp_path / "statistics.py"
+    mine.write_text("MINE = True\n")
+    spec = importlib.util.spec_from_file_location("statistics", mine)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "statistics", module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # each run forks its worker anew
+    plait.shutdown()  # a fresh template, which has none of them
+
+    def fresh_worker() -> tuple[list[bool], str | None]:
+        names = ("zoneinfo", "tomllib", "statistics")
+        (state,) = plait.map(T.loaded_then_file, [names], backend="process", workers=1)
+        return state
+
+    # imported one at a time, in name order, while no fork waits: zoneinfo comes last
+    assert wait_until(lambda: fresh_worker()[0][0], 10)
+    assert fresh_worker() == ([True, False], str(mine))
