@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
+import _reuse_tasks as R
 import _tasks as T
 import cloudpickle
 import pytest
@@ -728,3 +729,25 @@ def test_the_template_preloads_the_programs_stdlib_modules_not_its_own(
     # imported one at a time, in name order, while no fork waits: zoneinfo comes last
     assert wait_until(lambda: fresh_worker()[0][0], 10)
     assert fresh_worker() == ([True, False], str(mine))
+
+
+@pytest.mark.timeout(30)
+def test_a_template_that_stops_answering_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template that does not answer a fork request (stopped, stuck) does not hang the run:
+    past its time limit the request fails, the template is killed and reaped (it cannot see
+    its lifeline close), and a new one forks the worker."""
+    monkeypatch.setattr(_template, "_ANSWER_S", 0.5)  # read by each template at its start
+    monkeypatch.setattr(_template, "_failures", 0)
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # each run forks its worker anew
+    plait.shutdown()
+    plait.map(R.pid, range(1), backend="process", workers=1)  # a template with that limit
+    stuck = _template.pid()
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        (parent,) = plait.map(R.parent_pid, range(1), backend="process", workers=1)
+        assert parent == _template.pid() not in (None, stuck)
+        assert process_state(stuck) is None  # killed and reaped
+    finally:
+        if process_state(stuck) == "T":  # the test failed: let it go on, and stop
+            os.kill(stuck, signal.SIGCONT)
