@@ -709,7 +709,7 @@ def test_the_template_preloads_the_programs_stdlib_modules_not_its_own(
     program's own that shadows one (a ``statistics.py`` beside it): its workers import the
     program's."""
     importlib.import_module("zoneinfo")  # stdlib, and not in a template at its start
-    monkeypatch.delitem(sys.modules, "tomllib", raising=False)  # as if never imported here
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)  # as if never imported here
     mine = tmp_path / "statistics.py"
     mine.write_text("MINE = True\n")
     spec = importlib.util.spec_from_file_location("statistics", mine)
@@ -722,7 +722,7 @@ def test_the_template_preloads_the_programs_stdlib_modules_not_its_own(
     plait.shutdown()  # a fresh template, which has none of them
 
     def fresh_worker() -> tuple[list[bool], str | None]:
-        names = ("zoneinfo", "tomllib", "statistics")
+        names = ("zoneinfo", "sqlite3", "statistics")
         (state,) = plait.map(T.loaded_then_file, [names], backend="process", workers=1)
         return state
 
