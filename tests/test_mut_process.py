@@ -462,8 +462,11 @@ def test_workers_import_from_the_folders_the_parent_imports_from(
     monkeypatch.syspath_prepend(through_link)
     try:
         functions = [_import_triple("plait_mut_relmod"), _import_triple("plait_mut_linkmod")]
-        (tmp_path / "elsewhere").mkdir()
-        monkeypatch.chdir(tmp_path / "elsewhere")  # where the relative entry names nothing
+        # where the relative entry names nothing: deeper than START_DIR, so that its ".."s
+        # cannot stop at "/" and, from there, name the right folder after all
+        elsewhere = tmp_path.joinpath(*["elsewhere"] * (START_DIR.count(os.sep) + 2))
+        elsewhere.mkdir(parents=True)
+        monkeypatch.chdir(elsewhere)
         for fn in functions:
             assert plait.map(fn, [1, 2], backend="process", workers=1) == [3, 6]
     finally:
