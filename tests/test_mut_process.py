@@ -700,6 +700,29 @@ def test_a_worker_outliving_the_template_is_watched_through_proc() -> None:
                 orphan.reap()
 
 
+@pytest.mark.timeout(20)
+def test_waiting_for_a_running_forked_worker_times_out_as_popen_does() -> None:
+    """wait(timeout) on a forked worker that runs on raises ``TimeoutExpired`` after the time
+    asked (it does not block on the status pipe until the worker ends); once the worker
+    leaves, wait() returns its exit code, which the template reports."""
+    template = _template.Template()
+    worker = _Orphan(template)  # here not orphaned: its template runs
+    try:
+        stuck = threading.Timer(5, os.kill, (worker.forked.pid, signal.SIGKILL))
+        stuck.start()  # should wait(timeout) block: the worker ends, and the test fails
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                worker.forked.wait(timeout=0.2)
+        finally:
+            stuck.cancel()
+        assert worker.forked.poll() is None
+        worker.conn.close()  # the worker leaves, as when its parent closes its socket
+        assert worker.forked.wait(timeout=10) == 0
+    finally:
+        worker.reap()
+        template.stop()
+
+
 # --- the template preloads the standard library the program uses -----------------------------
 
 
