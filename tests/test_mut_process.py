@@ -664,6 +664,10 @@ class _Orphan:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.forked.pid, 0)
 
+    @property
+    def pid(self) -> int:
+        return self.forked.pid
+
 
 @pytest.mark.timeout(20)
 def test_a_worker_outliving_the_template_is_watched_through_proc() -> None:
@@ -711,14 +715,33 @@ def test_waiting_for_a_running_forked_worker_times_out_as_popen_does() -> None:
         stuck = threading.Timer(5, os.kill, (worker.forked.pid, signal.SIGKILL))
         stuck.start()  # should wait(timeout) block: the worker ends, and the test fails
         try:
-            with pytest.raises(subprocess.TimeoutExpired):
-                worker.forked.wait(timeout=0.2)
+            with pytest.raises(subprocess.TimeoutExpired) as timed_out:
+                worker.forked.wait(timeout=1.5)  # past _REPORT_S: it runs, it is not "gone"
         finally:
             stuck.cancel()
+        assert (timed_out.value.cmd, timed_out.value.timeout) == (f"worker {worker.pid}", 1.5)
         assert worker.forked.poll() is None
         worker.conn.close()  # the worker leaves, as when its parent closes its socket
         assert worker.forked.wait(timeout=10) == 0
     finally:
+        worker.reap()
+        template.stop()
+
+
+@pytest.mark.timeout(20)
+def test_a_worker_dead_without_a_report_counts_as_killed() -> None:
+    """A worker that died while its template cannot report it (stopped: the worker stays an
+    unreaped zombie, no status comes) is taken as killed after a second: wait() returns
+    -SIGKILL instead of waiting on."""
+    template = _template.Template()
+    worker = _Orphan(template)  # not orphaned: its template runs, then is stopped
+    os.kill(template.popen.pid, signal.SIGSTOP)
+    try:
+        os.kill(worker.pid, signal.SIGKILL)
+        assert wait_until(lambda: process_state(worker.pid) == "Z", 5)
+        assert worker.forked.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        os.kill(template.popen.pid, signal.SIGCONT)
         worker.reap()
         template.stop()
 
