@@ -786,7 +786,9 @@ def test_a_template_that_stops_answering_is_replaced(monkeypatch: pytest.MonkeyP
     past its time limit the request fails, the template is killed and reaped (it cannot see
     its lifeline close), and a new one forks the worker. After a second such failure plait
     stops trying: workers are spawned from then on."""
-    monkeypatch.setattr(_template, "_ANSWER_S", 0.5)  # read by each template at its start
+    # read by each template at its start; a fresh template must answer its first fork within
+    # it, its boot included, so not too short for a loaded machine
+    monkeypatch.setattr(_template, "_ANSWER_S", 1.0)
     monkeypatch.setattr(_template, "_failures", 0)
     monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # each run forks its worker anew
     plait.shutdown()
