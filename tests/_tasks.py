@@ -205,3 +205,13 @@ def record_and_sleep(item: tuple[str, float]) -> None:
     with open(os.path.join(folder, name), "w") as handle:
         handle.write(name)
     time.sleep(seconds)
+
+
+def loaded_then_file(names: tuple[str, ...]) -> tuple[list[bool], str | None]:
+    """Whether this process had already imported each of ``names`` but the last, and the
+    file the last one imports from (for the template's preloading)."""
+    import importlib
+    import sys
+
+    loaded = [name in sys.modules for name in names[:-1]]
+    return loaded, getattr(importlib.import_module(names[-1]), "__file__", None)

@@ -7,19 +7,30 @@ errors that cannot cross back say why, and a chunk with an unpicklable item keep
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib
+import importlib.util
+import mmap
 import os
 import pickle
+import signal
 import socket
+import struct
+import subprocess
+import sys
 import threading
+import time
+import types
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import _reuse_tasks as R
 import _tasks as T
 import cloudpickle
 import pytest
-from conftest import pid_alive, wait_until
+from conftest import pid_alive, process_state, wait_until
 
 import plait
 from plait._backends import _process_worker, _reuse, _template, _wire
@@ -420,3 +431,381 @@ def test_arguments_only_cloudpickle_can_carry_reach_the_worker() -> None:
 
     items: list[Callable[[int], int]] = [lambda x: x * 3, lambda x: x + 1]
     assert plait.map(call_with_two, items, backend="process", workers=1) == [6, 3]
+
+
+# --- what a worker takes over: where to import from --------------------------------------
+
+
+def _import_triple(name: str) -> Callable[[int], int]:
+    module = importlib.import_module(name)
+    return cast(Callable[[int], int], module.triple)
+
+
+def test_workers_import_from_the_folders_the_parent_imports_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative ``sys.path`` entry is the folder it names from plait's start directory, as
+    with multiprocessing, even after the parent moved elsewhere; an absolute entry goes as it
+    is (not normalised: ``link/..`` is the folder above the link's target)."""
+    from plait._backends import START_DIR
+
+    for folder, name in (("rel/mods", "plait_mut_relmod"), ("real/mods", "plait_mut_linkmod")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / f"{name}.py").write_text("def triple(x):\n    return 3 * x\n")
+    (tmp_path / "real" / "sub").mkdir()
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "link").symlink_to(tmp_path / "real" / "sub")
+    through_link = f"{tmp_path}/x/link/../mods"  # real/mods; x/mods, normalised, does not exist
+    monkeypatch.chdir(START_DIR)
+    plait.map(T.getpid, range(1), backend="process", workers=1)  # the template is up, from here
+    monkeypatch.syspath_prepend(os.path.relpath(tmp_path / "rel" / "mods", START_DIR))
+    monkeypatch.syspath_prepend(through_link)
+    try:
+        functions = [_import_triple("plait_mut_relmod"), _import_triple("plait_mut_linkmod")]
+        # where the relative entry names nothing: deeper than START_DIR, so that its ".."s
+        # cannot stop at "/" and, from there, name the right folder after all
+        elsewhere = tmp_path.joinpath(*["elsewhere"] * (START_DIR.count(os.sep) + 2))
+        elsewhere.mkdir(parents=True)
+        monkeypatch.chdir(elsewhere)
+        for fn in functions:
+            assert plait.map(fn, [1, 2], backend="process", workers=1) == [3, 6]
+    finally:
+        for name in ("plait_mut_relmod", "plait_mut_linkmod"):
+            sys.modules.pop(name, None)
+
+
+# --- arguments pickle cannot send by reference -----------------------------------------------
+
+
+class _OfMain:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def _value_of(thing: Any) -> Any:
+    return thing.value
+
+
+def test_an_argument_of_the_programs_main_is_sent_again_by_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pickle names a class of the program's ``__main__`` by reference, which a worker's
+    ``__main__`` lacks: the worker asks again and gets the class itself, with cloudpickle."""
+    monkeypatch.setattr(_OfMain, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_OfMain", _OfMain, raising=False)
+    items = [_OfMain(1), _OfMain(2)]
+    assert plait.map(_value_of, items, backend="process", workers=1, chunksize=2) == [1, 2]
+
+
+def test_an_argument_the_worker_cannot_import_fails_with_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A class of a module only the parent has: pickle and cloudpickle both name it by
+    reference; asked again by value, the worker still cannot load it and says so (it does not
+    ask forever)."""
+    module = types.ModuleType("plait_mut_parent_only")
+
+    class Thing:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+    Thing.__module__, Thing.__qualname__ = module.__name__, "Thing"
+    module.Thing = Thing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    outcomes = plait.map(
+        _value_of, [Thing(1), Thing(2)], backend="process", workers=1, errors="collect"
+    )
+    assert [type(o.error) for o in outcomes] == [plait.SerializationError] * 2
+    assert str(outcomes[0].error) == (
+        "the arguments could not be unpickled in the worker: "
+        "ModuleNotFoundError: No module named 'plait_mut_parent_only'"
+    )
+
+
+# --- the worker's framing is multiprocessing's -----------------------------------------------
+
+
+def _stream(send: Callable[[socket.socket], None], limit: int | None = None) -> bytes:
+    """What ``send`` writes to a socket (its first ``limit`` bytes: then the reader leaves,
+    and the sender's write fails, as when a parent dies)."""
+    writer, reader = socket.socketpair()
+
+    def sending() -> None:
+        try:
+            send(writer)
+        except Exception:  # the reader left (or the sender failed): it sees the end
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                writer.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=sending, daemon=True)
+    thread.start()
+    data = b""
+    reader.settimeout(10)  # a test fails, not hangs
+    with reader:
+        while limit is None or len(data) < limit:
+            more = reader.recv(1 << 16 if limit is None else limit - len(data))
+            if not more:
+                break
+            data += more
+    thread.join(10)
+    writer.close()
+    assert not thread.is_alive()
+    return data
+
+
+def _by_plait(data: Any) -> Callable[[socket.socket], None]:
+    return lambda sock: _wire.FdConnection(sock.fileno()).send_bytes(data)
+
+
+def _by_multiprocessing(data: Any) -> Callable[[socket.socket], None]:
+    def send(sock: socket.socket) -> None:
+        conn = Connection(os.dup(sock.fileno()))
+        try:
+            conn.send_bytes(data)
+        finally:
+            conn.close()
+
+    return send
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 65536, 65537, 100_000])
+def test_the_worker_writes_a_message_as_multiprocessing_does(size: int) -> None:
+    data = os.urandom(size)
+    written = _stream(_by_plait(data))
+    assert written == _stream(_by_multiprocessing(data))
+    assert written == struct.pack("!i", size) + data
+
+
+def test_a_message_of_2_gib_or_more_gets_the_long_header() -> None:
+    """The size field is a signed 32-bit int: 2 GiB and more are sent as -1 then 8 bytes. (The
+    message's pages are never touched, so this costs no memory; only its start is read.)"""
+    for size, header in (
+        (0x7FFFFFFF, struct.pack("!i", 0x7FFFFFFF)),
+        (0x80000000, struct.pack("!iQ", -1, 0x80000000)),
+    ):
+        data = mmap.mmap(-1, size)
+        start = header + bytes(12 - len(header))  # then the message's first (zero) bytes
+        try:
+            assert _stream(_by_plait(data), 12) == start
+            assert _stream(_by_multiprocessing(data), 12) == start
+        finally:
+            data.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 70_000])
+def test_the_worker_reads_what_multiprocessing_writes(size: int) -> None:
+    data = os.urandom(size)
+    writer, reader = socket.socketpair()
+    with reader:
+        _by_multiprocessing(data)(writer)
+        writer.close()
+        conn = _wire.FdConnection(reader.fileno())
+        assert conn.recv_bytes() == data
+        with pytest.raises(EOFError):  # nothing more: the message was read whole, no more
+            conn.recv_bytes()
+
+
+def test_the_worker_reads_the_long_header() -> None:
+    """A message sent with the 2 GiB form of the header (-1, then the size in 8 bytes) reads
+    as multiprocessing reads it."""
+    frame = struct.pack("!iQ", -1, 5) + b"hello"
+    writer, reader = socket.socketpair()
+    with writer, reader:
+        writer.sendall(frame * 2)
+        writer.shutdown(socket.SHUT_WR)
+        conn = Connection(os.dup(reader.fileno()))
+        try:
+            assert conn.recv_bytes() == b"hello"  # multiprocessing's own form
+        finally:
+            conn.close()
+        assert _wire.FdConnection(reader.fileno()).recv_bytes() == b"hello"
+
+
+# --- a forked worker outliving the template ------------------------------------------------
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def _subreaper() -> Iterator[None]:
+    """Orphans of this process's children become its own, unreaped until it waits for them:
+    as under a container's init that reaps late, a dead orphan stays a zombie meanwhile."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, ctypes.get_errno()
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+class _Orphan:
+    """A worker forked by ``template``, waiting for its setup; it leaves when its lifeline
+    closes."""
+
+    def __init__(self, template: _template.Template) -> None:
+        self.conn, child = socket.socketpair()
+        lifeline_r, self.lifeline = os.pipe()
+        try:
+            self.forked = template.fork(child.fileno(), lifeline_r)
+        finally:
+            child.close()
+            os.close(lifeline_r)
+
+    def end(self) -> None:
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
+
+    def reap(self) -> None:
+        self.end()
+        self.conn.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.forked.pid, 0)
+
+    @property
+    def pid(self) -> int:
+        return self.forked.pid
+
+
+@pytest.mark.timeout(20)
+def test_a_worker_outliving_the_template_is_watched_through_proc() -> None:
+    """The template took the worker's exit code with it: ``Forked`` then reads /proc. poll()
+    is None while the worker runs and 0 once it ended, also while it is a zombie nobody reaped
+    yet; wait() then returns 0, and wait(timeout) on a running one times out as Popen's does."""
+    with _subreaper():
+        template = _template.Template()
+        orphans = [_Orphan(template) for _ in range(3)]
+        try:
+            template.stop()  # the workers, orphaned, become this process's children
+            first, second, third = orphans
+            assert first.forked.poll() is None
+            stuck = threading.Timer(5, os.kill, (first.forked.pid, signal.SIGKILL))
+            stuck.start()  # should wait(timeout) not time out: it ends, the test fails
+            started = time.monotonic()
+            try:
+                with pytest.raises(subprocess.TimeoutExpired) as timed_out:
+                    first.forked.wait(timeout=0.2)
+            finally:
+                stuck.cancel()
+            assert time.monotonic() - started >= 0.2
+            assert timed_out.value.cmd == f"worker {first.forked.pid}"
+            assert 0 < timed_out.value.timeout <= 0.2
+            for orphan in orphans:
+                orphan.end()  # each leaves, a zombie until this process reaps it
+            assert wait_until(lambda: {process_state(o.forked.pid) for o in orphans} == {"Z"}, 5)
+            assert first.forked.poll() == 0
+            assert second.forked.wait() == 0
+            third.reap()
+            assert third.forked.poll() == 0  # reaped: gone from /proc
+        finally:
+            for orphan in orphans:
+                orphan.reap()
+
+
+@pytest.mark.timeout(20)
+def test_waiting_for_a_running_forked_worker_times_out_as_popen_does() -> None:
+    """wait(timeout) on a forked worker that runs on raises ``TimeoutExpired`` after the time
+    asked (it does not block on the status pipe until the worker ends); once the worker
+    leaves, wait() returns its exit code, which the template reports."""
+    template = _template.Template()
+    worker = _Orphan(template)  # here not orphaned: its template runs
+    try:
+        stuck = threading.Timer(5, os.kill, (worker.forked.pid, signal.SIGKILL))
+        stuck.start()  # should wait(timeout) block: the worker ends, and the test fails
+        try:
+            with pytest.raises(subprocess.TimeoutExpired) as timed_out:
+                worker.forked.wait(timeout=1.5)  # past _REPORT_S: it runs, it is not "gone"
+        finally:
+            stuck.cancel()
+        assert (timed_out.value.cmd, timed_out.value.timeout) == (f"worker {worker.pid}", 1.5)
+        assert worker.forked.poll() is None
+        worker.conn.close()  # the worker leaves, as when its parent closes its socket
+        assert worker.forked.wait(timeout=10) == 0
+    finally:
+        worker.reap()
+        template.stop()
+
+
+@pytest.mark.timeout(20)
+def test_a_worker_dead_without_a_report_counts_as_killed() -> None:
+    """A worker that died while its template cannot report it (stopped: the worker stays an
+    unreaped zombie, no status comes) is taken as killed after a second: wait() returns
+    -SIGKILL instead of waiting on."""
+    template = _template.Template()
+    worker = _Orphan(template)  # not orphaned: its template runs, then is stopped
+    os.kill(template.popen.pid, signal.SIGSTOP)
+    try:
+        os.kill(worker.pid, signal.SIGKILL)
+        assert wait_until(lambda: process_state(worker.pid) == "Z", 5)
+        assert worker.forked.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        os.kill(template.popen.pid, signal.SIGCONT)
+        worker.reap()
+        template.stop()
+
+
+# --- the template preloads the standard library the program uses -----------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_template_preloads_the_programs_stdlib_modules_not_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a fork the template imports the PRELOAD modules the program has loaded, so that
+    later workers have them; neither one the program has not loaded nor a module of the
+    program's own that shadows one (a ``statistics.py`` beside it): its workers import the
+    program's."""
+    importlib.import_module("zoneinfo")  # stdlib, and not in a template at its start
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)  # as if never imported here
+    mine = tmp_path / "statistics.py"
+    mine.write_text("MINE = True\n")
+    spec = importlib.util.spec_from_file_location("statistics", mine)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "statistics", module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # each run forks its worker anew
+    plait.shutdown()  # a fresh template, which has none of them
+
+    def fresh_worker() -> tuple[list[bool], str | None]:
+        names = ("zoneinfo", "sqlite3", "statistics")
+        (state,) = plait.map(T.loaded_then_file, [names], backend="process", workers=1)
+        return state
+
+    # imported one at a time, in name order, while no fork waits: zoneinfo comes last
+    assert wait_until(lambda: fresh_worker()[0][0], 10)
+    assert fresh_worker() == ([True, False], str(mine))
+
+
+@pytest.mark.timeout(30)
+def test_a_template_that_stops_answering_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template that does not answer a fork request (stopped, stuck) does not hang the run:
+    past its time limit the request fails, the template is killed and reaped (it cannot see
+    its lifeline close), and a new one forks the worker. After a second such failure plait
+    stops trying: workers are spawned from then on."""
+    # read by each template at its start; a fresh template must answer its first fork within
+    # it, its boot included, so not too short for a loaded machine
+    monkeypatch.setattr(_template, "_ANSWER_S", 1.0)
+    monkeypatch.setattr(_template, "_failures", 0)
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # each run forks its worker anew
+    plait.shutdown()
+    plait.map(R.pid, range(1), backend="process", workers=1)  # a template with that limit
+    stuck: list[int] = []
+    try:
+        for _ in range(2):
+            template = _template.pid()
+            assert template is not None and template not in stuck
+            stuck.append(template)
+            os.kill(template, signal.SIGSTOP)
+            (parent,) = plait.map(R.parent_pid, range(1), backend="process", workers=1)
+            assert process_state(template) is None  # killed and reaped
+            if len(stuck) == 1:
+                assert parent == _template.pid() not in (None, template)  # a new template
+        assert parent == os.getpid() and _template.pid() is None  # spawned, no template
+    finally:
+        for pid in stuck:
+            if process_state(pid) == "T":  # the test failed: let it go on, and stop
+                os.kill(pid, signal.SIGCONT)
