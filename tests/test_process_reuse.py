@@ -284,6 +284,27 @@ def test_the_template_imports_nothing_while_a_run_has_the_cores(
     assert wait_until(lambda: fresh_worker() == ["sqlite3"], 10)  # imported once it ended
 
 
+def test_the_template_imports_what_a_runs_function_needs_before_it_forks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PRELOAD modules the function's module imported, and cloudpickle for a function
+    sent by value, are imported by the template before it forks the run's workers (each
+    worker would import them anyway): a later worker of the same run has them too."""
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)
+    monkeypatch.delitem(sys.modules, "_needs_tasks", raising=False)
+    plait.shutdown()
+    _template.prestart()  # a template started before the program imported sqlite3
+    needs = importlib.import_module("_needs_tasks")
+    with plait.Pool(backend="process", workers=1, max_tasks_per_worker=1) as pool:
+        assert pool.submit(needs.sqlite_major).result(timeout=30) == 3
+        assert pool.submit(lambda: 0).result(timeout=30) == 0  # by value: needs cloudpickle
+        # a worker forked for this task: its function's module imports neither
+        assert pool.submit(R.loaded, ["sqlite3", "cloudpickle"]).result(timeout=30) == [
+            "sqlite3",
+            "cloudpickle",
+        ]
+
+
 SHADOWED = """
 import sys, time
 sys.path.insert(0, sys.argv[1])

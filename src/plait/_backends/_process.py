@@ -277,7 +277,9 @@ class ProcessBackend(QueuePool[_Slot]):
         _template.prestart()  # boots while this run pickles its function and starts its threads
 
     def prepare(self, fn: Callable[..., Any]) -> FunctionHandle:
-        return FunctionHandle(next(_fn_ids), _dumps_function(blocking_callable(fn), "function"))
+        blob = _dumps_function(blocking_callable(fn), "function")
+        _template.need_for(blob, fn)  # the workers forked next have what unpickling it imports
+        return FunctionHandle(next(_fn_ids), blob)
 
     def close(
         self, *, cancel: bool = False, wait: bool | float = True, cancel_queued: bool = False

@@ -10,17 +10,18 @@ template reaps its children and writes each one's exit code to its status pipe, 
 sees what ``Popen`` would show (``Forked``).
 
 Workers also inherit the heavy standard-library modules that the user's program has loaded
-(``asyncio``, ``concurrent.futures``, ``logging`` ...) and cloudpickle. The template imports
-them one at a time, while no fork request waits and no run of the program has the cores: before
-its first fork, and after each run. It starts at the beginning of the program's first process
-run, with the names of the ``PRELOAD`` modules the parent has then, and imports while the
-parent prepares that run: the first workers usually have them, and unpickle a function whose
-module imports asyncio in microseconds instead of ~30 ms. Once it has forked, what is left
-waits until the parent says the run ended (``after_run``, with the names loaded since), so that
-no import takes a core from the run's workers; a fork request never waits for more than the one
-import under way. cloudpickle comes last: only a function sent by value needs it in the worker.
-Only side-effect-free stdlib modules are on the list: a third-party module may start threads on
-import (numpy's BLAS), which a fork must not copy.
+(``asyncio``, ``concurrent.futures``, ``logging`` ...) and cloudpickle. The template starts at
+the beginning of the program's first process run, with the names of the ``PRELOAD`` modules the
+parent has then, and imports them while no fork request waits. When the run has pickled its
+function, the parent names what unpickling it will import (``need_for``: the PRELOAD modules
+the function's module imported, and cloudpickle for a function sent by value); the template
+imports those at once, before it forks the run's workers (each would import them anyway, and
+later workers then have them), and puts off the rest until the parent says the run ended
+(``after_run``, with the names loaded since), so that no import takes a core from the run's
+workers. A fork request waits for at most the one import under way. cloudpickle comes last:
+only a function sent by value needs it in the worker. Only side-effect-free stdlib modules are
+on the list: a third-party module may start threads on import (numpy's BLAS), which a fork must
+not copy.
 
 The template leaves when its lifeline from the parent closes (the parent died or shut plait
 down); its workers have lifelines of their own. Where fork or fd passing is missing, or with
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from typing import Any
 
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
@@ -171,6 +173,7 @@ class Template:
         self._sock.settimeout(_ANSWER_S)
         self._lock = threading.Lock()  # one request at a time
         self._preloading: set[str] = set(first)  # modules it was asked to import
+        self._needed: set[str] = set()  # ... and to import before its next fork
 
     def fork(self, conn_fd: int, lifeline_r: int) -> Forked:
         """A worker serving ``conn_fd``; raises OSError if the template is gone."""
@@ -191,9 +194,20 @@ class Template:
         loaded since."""
         loaded = _to_preload(self._preloading)
         self._preloading.update(loaded)
-        names = " ".join(loaded).encode()
+        self._send(b"p", loaded)
+
+    def need(self, names: list[str]) -> None:
+        """A run's function needs these modules: the template imports them before its next
+        fork (they would be imported in each worker anyway) and puts off its other imports."""
+        new = [name for name in names if name not in self._needed]
+        if new:
+            self._needed.update(new)
+            self._send(b"n", new)
+
+    def _send(self, kind: bytes, names: list[str]) -> None:
+        data = " ".join(names).encode()
         with self._lock, contextlib.suppress(OSError):  # a gone template fails the next fork
-            self._sock.sendall(b"p" + _LENGTH.pack(len(names)) + names)
+            self._sock.sendall(kind + _LENGTH.pack(len(data)) + data)
 
     def stop(self) -> None:
         """Close the template's lifeline: it leaves (its workers do not); reap it."""
@@ -212,6 +226,25 @@ def after_run() -> None:
     template = _template
     if template is not None:
         template.after_run()
+
+
+def need_for(blob: bytes, fn: object) -> None:
+    """Tell the template, if one runs, what unpickling ``fn`` (pickled as ``blob``) imports
+    that it may lack: the PRELOAD modules its module has imported, and cloudpickle if it goes
+    by value."""
+    template = _template
+    if template is None:
+        return
+    for _ in range(8):  # the function inside plait's wrappers (fn) and functools.partial (func)
+        fn = getattr(fn, "fn", None) or getattr(fn, "func", None) or fn
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    names = {
+        value.__name__.partition(".")[0]
+        for value in (vars(module).values() if module is not None else ())
+        if isinstance(value, types.ModuleType)
+    }
+    needed = [name for name in sorted(names & PRELOAD) if _from_the_stdlib(name)]
+    template.need([*needed, "cloudpickle"] if b"cloudpickle" in blob else needed)
 
 
 def _to_preload(asked: set[str]) -> list[str]:
@@ -382,14 +415,21 @@ class _Server:
         modules (preload them); False when the parent closed the socket."""
         message, fds, _, _ = socket.recv_fds(self.request, 1, 3)
         if message == b"p":  # a run ended: import what was put off, and these
-            (size,) = _LENGTH.unpack(_recv_exactly(self.request, _LENGTH.size))
-            names = _recv_exactly(self.request, size).decode().split()
-            self.to_import, self.held = [*self.to_import, *self.held, *names], []
+            self.to_import, self.held = [*self.to_import, *self.held, *self._names()], []
+            return True
+        if message == b"n":  # the next workers need these: now, and the rest after the run
+            for name in self._names():
+                _import_quietly(name)
+            self.held, self.to_import = [*self.held, *self.to_import], []
             return True
         if message != b"f" or len(fds) != 3:
             return False
         self._fork_one(*fds)
         return True
+
+    def _names(self) -> list[str]:
+        (size,) = _LENGTH.unpack(_recv_exactly(self.request, _LENGTH.size))
+        return _recv_exactly(self.request, size).decode().split()
 
     def _fork_one(self, conn_fd: int, lifeline_fd: int, status_fd: int) -> None:
         pid = os.fork()
