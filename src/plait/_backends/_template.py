@@ -235,16 +235,24 @@ def need_for(blob: bytes, fn: object) -> None:
     template = _template
     if template is None:
         return
+    try:
+        needed = _stdlib_imports_of(fn)
+    except Exception:  # an odd callable (a __getattr__ that raises): only a hint is lost
+        needed = []
+    template.need([*needed, "cloudpickle"] if b"cloudpickle" in blob else needed)
+
+
+def _stdlib_imports_of(fn: object) -> list[str]:
+    """The PRELOAD modules that ``fn``'s module has imported (as module globals)."""
     for _ in range(8):  # the function inside plait's wrappers (fn) and functools.partial (func)
         fn = getattr(fn, "fn", None) or getattr(fn, "func", None) or fn
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     names = {
-        value.__name__.partition(".")[0]
-        for value in (vars(module).values() if module is not None else ())
+        getattr(value, "__name__", "").partition(".")[0]
+        for value in getattr(module, "__dict__", {}).values()
         if isinstance(value, types.ModuleType)
     }
-    needed = [name for name in sorted(names & PRELOAD) if _from_the_stdlib(name)]
-    template.need([*needed, "cloudpickle"] if b"cloudpickle" in blob else needed)
+    return [name for name in sorted(names & PRELOAD) if _from_the_stdlib(name)]
 
 
 def _to_preload(asked: set[str]) -> list[str]:
