@@ -145,7 +145,6 @@ def imap(fn: Callable[[Any], Any], items: Any, /, **opts: Any) -> Generator[Any,
     return cast(Generator[Any, None, None], run_sync(make_plan(fn, items, settings, None)))
 
 
-
 @overload
 def amap(
     fn: Callable[[T], Awaitable[R]],

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import _backends
 from ._backends._base import Backend, ChunkResult, is_async_callable
+from ._backends._early import start_early
 from ._backends._pool import QueuePool
 from ._bridge import LoopThread, give_back, in_thread, lease_loop
 from ._chunks import Chunker, Source
@@ -117,10 +118,7 @@ def create_backend(
         raise ValueError(
             f"max_tasks_per_worker recycles worker processes: use {_backends_with('recycles')}"
         )
-    if name == "process":
-        from ._backends import _template
-
-        _template.prestart()  # it boots while the process backend's modules load
+    start_early(name)  # the template process boots while the process backend's modules load
     if shared and name == "process" and not setup:
         return _backends.create(name, workers, shared=True)
     return _backends.create(name, workers, **setup, **backend_options)

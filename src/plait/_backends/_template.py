@@ -396,7 +396,7 @@ class _Server:
         os.set_blocking(self.wake_w, False)
         self.status: dict[int, int] = {}  # worker pid -> the write end of its status pipe
         self.to_import = preload  # modules to import while no request waits
-        self.held: list[str] = []  # ... and those put off while a run has the cores
+        self.paused = False  # a run has the cores: imports wait until the parent says it ended
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, _ignore)  # a handler, so that the wakeup fd hears it
 
@@ -405,8 +405,9 @@ class _Server:
         for fd in (self.request.fileno(), self.lifeline, self.wake_r):
             poller.register(fd, select.POLLIN)
         while True:
-            events = dict(_poll(poller, 0 if self.to_import else None))
-            if not events and self.to_import:
+            importing = bool(self.to_import) and not self.paused
+            events = dict(_poll(poller, 0 if importing else None))
+            if not events and importing:
                 _import_quietly(self.to_import.pop(0))
                 continue
             if self.lifeline in events:  # the parent is gone, or shut plait down
@@ -419,16 +420,18 @@ class _Server:
                 os._exit(0)
 
     def _answer(self) -> bool:
-        """Serve one request: b"f" with three fds (fork a worker), or b"p" with a list of
-        modules (preload them); False when the parent closed the socket."""
+        """Serve one request: b"f" with three fds (fork a worker), b"p" with a list of modules
+        (a run ended: preload them and what was put off), or b"n" with a list (import them
+        before the next fork); False when the parent closed the socket."""
         message, fds, _, _ = socket.recv_fds(self.request, 1, 3)
         if message == b"p":  # a run ended: import what was put off, and these
-            self.to_import, self.held = [*self.to_import, *self.held, *self._names()], []
+            self.to_import += self._names()
+            self.paused = False
             return True
         if message == b"n":  # the next workers need these: now, and the rest after the run
             for name in self._names():
                 _import_quietly(name)
-            self.held, self.to_import = [*self.held, *self.to_import], []
+            self.paused = True
             return True
         if message != b"f" or len(fds) != 3:
             return False
@@ -447,8 +450,7 @@ class _Server:
         os.close(lifeline_fd)
         self.status[pid] = status_fd
         self.request.sendall(_PID.pack(pid))
-        # its run starts: no import competes with its workers for the cores until it ends
-        self.held, self.to_import = [*self.held, *self.to_import], []
+        self.paused = True  # its run starts: no import competes with its workers for the cores
 
     def _become_worker(self, conn_fd: int, lifeline_fd: int, status_fd: int) -> None:
         try:
