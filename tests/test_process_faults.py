@@ -298,3 +298,21 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
         )
     finally:
         _stop(process, folder)
+
+
+@pytest.mark.timeout(30)
+def test_kill_reaches_a_worker_that_does_not_lead_its_group_yet() -> None:
+    """A worker forked by the template leads its own process group only once it has run
+    setsid(); killed before (Ctrl-C right after the fork), it must die all the same, or the
+    run's stop waits for it forever."""
+    from types import SimpleNamespace
+
+    from plait._backends._process import WorkerProcess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        WorkerProcess.kill(SimpleNamespace(popen=child))  # type: ignore[arg-type]
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()

@@ -223,8 +223,13 @@ class WorkerProcess:
         """Kill the worker and every process in its group (what its task started)."""
         # Only while the worker is not reaped: until then its pid cannot be reused.
         if self.popen.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:
                 os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:  # forked a moment ago: not yet its own group's leader
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.popen.pid, signal.SIGKILL)
+            except PermissionError:
+                pass
 
     def stop(self) -> None:
         """Ask the worker to leave (socket closed), then make sure it has. Idempotent."""
