@@ -4,6 +4,7 @@ input still spreads over every worker and the read-ahead stays small."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -13,19 +14,19 @@ import pytest
 from conftest import wait_until
 
 import plait
-from plait._chunks import MAX_GROWTH, TARGET_CHUNK_S, UNKNOWN_LENGTH_CAP, Chunker
+from plait._chunks import MAX_GROWTH, TARGET_CHUNK_S, UNKNOWN_LENGTH_CAP, Chunker, Source
 
 
 def test_the_documented_figures() -> None:
-    assert TARGET_CHUNK_S == {"process": 0.02, "thread": 0.002, "dask": 0.05}
+    assert TARGET_CHUNK_S == {"process": 0.05, "thread": 0.002, "dask": 0.05}
     assert (MAX_GROWTH, UNKNOWN_LENGTH_CAP) == (64, 4096)
 
 
 @pytest.mark.parametrize(
     ("backend", "per_item_s", "size"),
     [
-        ("process", 0.001, 20),  # 20 ms of work in a chunk
-        ("process", 0.0004, 50),
+        ("process", 0.001, 50),  # 50 ms of work in a chunk
+        ("process", 0.0004, 125),
         ("thread", 0.0001, 20),  # 2 ms
         ("thread", 0.01, 1),  # slower than the target: one item a chunk, never zero
         ("process", 0.5, 1),
@@ -56,6 +57,49 @@ def test_a_known_length_caps_a_chunk_at_a_quarter_of_each_workers_share() -> Non
         chunker.learn(1, 1e-9)
     assert chunker.size == 13
     assert Chunker("thread", 8, None, 10).cap == 1  # never below one item
+
+
+def test_the_last_chunks_of_a_known_length_shrink_to_a_share_of_what_is_left() -> None:
+    # 64 items of ~12.5 ms on 2 workers: chunks of 4 (50 ms), then at most a quarter of each
+    # worker's share of what is left, so that both finish together
+    chunker = Chunker("process", 2, None, 64)
+    chunker.learn(1, 0.0125)
+    assert chunker.size == 4
+    assert [chunker.size_at(i) for i in (0, 48, 52, 56, 58, 60, 62, 63)] == [4, 4, 3, 2, 2, 1, 1, 1]
+    assert chunker.size_at(64) == 4  # past a length hint that fell short: the learned size
+    assert Chunker("process", 2, None, 0).size_at(10**6) == 1  # no length: no share
+
+
+def test_the_last_chunks_shrink_no_further_than_a_quarter_of_the_target() -> None:
+    # tiny tasks: chunks of 1000 (the cap) take 1 ms, far below the target; shrinking them near
+    # the end would only add round trips (the Dask test of chunking counts them)
+    chunker = Chunker("process", 2, None, 8000)
+    for _ in range(2):
+        chunker.learn(1000, 0.001)  # 64 x 1, then the cap
+    assert chunker.size == 1000
+    assert chunker.size_at(7990) == 1000
+    chunker.learn(1, 0.001)  # 1 ms an item: 50 a chunk, never below 12 (a quarter)
+    assert [chunker.size_at(i) for i in (0, 7900, 7950, 7990)] == [50, 25, 13, 12]
+
+
+def test_a_fixed_chunksize_stays_fixed_to_the_end() -> None:
+    assert Chunker("process", 2, 8, 64).size_at(60) == 8
+
+
+def test_the_input_is_pulled_in_shrinking_chunks_near_its_end() -> None:
+    chunker = Chunker("process", 2, None, 40)
+    chunker.learn(1, 0.0125)  # size 4
+    source = Source(list(range(40)), chunker)
+
+    async def pull() -> list[int]:
+        sizes = []
+        while (chunk := await source.take()) is not None:
+            sizes.append(len(chunk[1]))
+        return sizes
+
+    sizes = asyncio.run(pull())
+    assert sizes == [4, 4, 4, 4, 4, 4, 4, 3, 3, 2, 1, 1, 1, 1]
+    assert sum(sizes) == 40
 
 
 @pytest.mark.parametrize("backend", ["inline", "asyncio"])

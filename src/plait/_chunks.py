@@ -32,6 +32,20 @@ class Chunker:
         self.size = chunksize or 1
         cap = math.ceil(length / (4 * workers)) if length > 0 else UNKNOWN_LENGTH_CAP
         self.cap = max(1, cap)
+        self.length = length
+        self.workers = workers
+        self.floor = 1  # the least a chunk shrinks to near the end
+
+    def size_at(self, index: int) -> int:
+        """The size of the chunk that starts at item ``index``. Near the end of an input of known
+        length, at most a share of what is left (a guided schedule): the last chunks get shorter
+        so the workers finish together, while the ones before stay large (fewer round trips).
+        A chunk shrinks no further than a quarter of the target time: shorter ones would cost
+        more round trips than the finish gains."""
+        left = self.length - index
+        if self.fixed is not None or left <= 0:  # no length, or a length hint that fell short
+            return self.size
+        return max(self.floor, min(self.size, math.ceil(left / (2 * self.workers))))
 
     def learn(self, items: int, elapsed_s: float) -> None:
         if self.fixed is not None or self.target_s is None or items == 0:
@@ -39,6 +53,7 @@ class Chunker:
         per_item = max(elapsed_s / items, 1e-8)
         wanted = int(self.target_s / per_item)
         self.size = max(1, min(wanted, self.size * MAX_GROWTH, self.cap))
+        self.floor = max(1, min(self.size, wanted // 4))
 
 
 def _iterator_types(*examples: Any) -> tuple[type, ...]:
@@ -90,7 +105,7 @@ class Source:
         """The next chunk as (index of its first item, items), or None at the end."""
         if self.exhausted:
             return None
-        size = size or self.chunker.size
+        size = size or self.chunker.size_at(self.next_index)
         try:
             if self._reader is not None:
                 items = await self._reader.take(size)

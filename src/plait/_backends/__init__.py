@@ -77,7 +77,7 @@ REGISTRY: dict[str, BackendInfo] = {
             colour="#4c78a8", grid=lambda cores: (4, 16, 64),
         ),  # 32: blocking I/O wants many; CPU work under the GIL gains nothing from more
         BackendInfo(
-            "process", "._process:ProcessBackend", None, 0.02, stops_tasks=True,
+            "process", "._process:ProcessBackend", None, 0.05, stops_tasks=True,
             initializer=True, recycles=True, colour="#f58518",
             grid=lambda cores: (1, cores, 2 * cores),
         ),
