@@ -474,3 +474,25 @@ def test_a_partial_or_an_async_call_object_runs_to_completion_on_threads() -> No
 
     assert plait.map(functools.partial(_add, 10), range(3), backend="thread") == [10, 11, 12]
     assert plait.map(_AsyncCall(), range(3), backend="thread") == [0, -1, -2]
+
+
+class _RaisingAttributes:
+    """A callable whose attribute lookups (other than calling it) raise."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name} here")
+
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("backend", ["inline", "thread", "process", "auto"])
+def test_a_mock_or_an_odd_callable_is_called_as_it_is(backend: str) -> None:
+    # A Mock has a `func` at every level: unwrapping it as a partial never ended (a hang)
+    from unittest.mock import AsyncMock, Mock
+
+    assert plait.map(Mock(return_value=3), range(2), backend=backend) == [3, 3]
+    assert plait.map(_RaisingAttributes(), range(2), backend=backend) == [1, 2]
+    if backend != "process":  # (an AsyncMock does not pickle)
+        assert plait.map(AsyncMock(return_value=4), range(2), backend=backend) == [4, 4]

@@ -178,19 +178,20 @@ class StarCall:
 
 
 def is_async_callable(fn: Any) -> bool:
-    """True for coroutine functions, also behind functools.partial or a StarCall."""
+    """True for coroutine functions, also behind functools.partial or a StarCall. Only those
+    two are unwrapped: an object that makes up its attributes (a ``unittest.mock.Mock``) has a
+    ``func`` of its own at every level."""
+    import functools
     import inspect
 
-    while True:
-        if isinstance(fn, StarCall):
-            fn = fn.fn
-        elif hasattr(fn, "func") and not inspect.isfunction(fn):
-            fn = fn.func
-        else:
-            break
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - objects with an async __call__
-    )
+    while isinstance(fn, StarCall | functools.partial):
+        fn = fn.fn if isinstance(fn, StarCall) else fn.func
+    try:
+        return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - objects with an async __call__
+        )
+    except Exception:  # an attribute that raises (inspect reads several): not a coroutine one
+        return False
 
 
 def blocking_callable(fn: Callable[..., Any]) -> Callable[..., Any]:
