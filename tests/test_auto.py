@@ -514,6 +514,35 @@ def test_the_trial_tells_gil_bound_from_gil_free_work() -> None:
     assert sys.getswitchinterval() == pytest.approx(0.005)  # the trial put it back
 
 
+@pytest.mark.skipif(_probe.cores() < 2, reason="one core: auto runs CPU work inline, no trial")
+def test_the_thread_trial_runs_once_per_function() -> None:
+    ran_on: list[str] = []
+
+    def spin(n: int) -> int:
+        ran_on.append(threading.current_thread().name)
+        return sum(range(n))
+
+    def probe_threads() -> int:
+        return sum(name.startswith("plait-probe") for name in ran_on)
+
+    first = plait.explain(spin, itertools.repeat(100_000, 60))
+    assert probe_threads() >= 2, ran_on  # the trial ran calls on its threads
+    assert "ran at the same time" in first.reason and "earlier run" not in first.reason
+    ran_on.clear()
+    again = plait.explain(spin, itertools.repeat(100_000, 60))
+    assert probe_threads() == 0 and ran_on, ran_on  # sampled again, but no trial
+    assert "ran at the same time, in an earlier run of this function" in again.reason
+    assert again.backend == first.backend
+
+    def other(n: int) -> int:  # another function is measured afresh
+        ran_on.append(threading.current_thread().name)
+        return sum(range(n))
+
+    ran_on.clear()
+    plait.explain(other, itertools.repeat(100_000, 60))
+    assert probe_threads() >= 2, ran_on
+
+
 def test_announce_logs_a_named_backend_without_measuring(caplog: pytest.LogCaptureFixture) -> None:
     fn = Counting()
     with caplog.at_level(logging.INFO, logger="plait"):

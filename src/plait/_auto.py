@@ -12,8 +12,10 @@ outcomes of the sampled items 0..k-1 (kept and yielded first, never recomputed) 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -184,7 +186,7 @@ def _on_threads(trial: _probe.Trial) -> str:
     seen = f"started on {trial.threads} threads at once, {trial.overlap:.1f} ran at the same time"
     if trial.blocked >= BLOCKED_MAX:
         seen += f" but waited for the GIL {_percent(trial.blocked)} of the time"
-    return seen
+    return f"{seen}, in an earlier run of this function" if trial.earlier else seen
 
 
 def _cpu_hinted(f: Facts) -> Decision | Need:
@@ -289,13 +291,37 @@ def gather(need: Need, fn: Callable[..., Any], items: Any, facts: Facts) -> Fact
         return replace(facts, sample=sample)
     if need == "trial":
         assert facts.sample is not None
+        trial = _earlier_trial(fn)
+        if trial is not None:
+            return replace(facts, sample=replace(facts.sample, trial=trial), trial_tried=True)
         threads = min(facts.cores, _probe.TRIAL_THREADS_MAX)
-        return replace(facts, sample=_probe.thread_trial(fn, facts.sample, threads),
-                       trial_tried=True)
+        sample = _probe.thread_trial(fn, facts.sample, threads)
+        _remember_trial(fn, sample.trial)
+        return replace(facts, sample=sample, trial_tried=True)
     s = facts.sample
     inputs, values = (s.inputs, s.head.values) if s is not None else ([], [])
     problem = _probe.pickle_problem(fn, inputs, values)
     return replace(facts, pickle_checked=True, pickle_problem=problem)
+
+
+# Whether a function holds the GIL is a property of its code, not of one run: the thread
+# trial (tens of ms of calls one after another) runs once per function and program. The
+# sample, which says whether the calls wait or compute, is taken on every run.
+_trials: weakref.WeakKeyDictionary[Any, _probe.Trial] = weakref.WeakKeyDictionary()
+
+
+def _earlier_trial(fn: Callable[..., Any]) -> _probe.Trial | None:
+    try:
+        trial = _trials.get(fn)
+    except Exception:  # not weakly referable, unhashable, an odd __eq__: measured each time
+        return None
+    return None if trial is None else replace(trial, earlier=True)
+
+
+def _remember_trial(fn: Callable[..., Any], trial: _probe.Trial | None) -> None:
+    if trial is not None:
+        with contextlib.suppress(Exception):
+            _trials[fn] = trial
 
 
 def measure(
@@ -361,8 +387,9 @@ def explain(fn: Callable[..., Any], items: Any, /, **opts: Unpack[RunOptions]) -
     """What ``plait.map(fn, items, **opts)`` would choose, and why.
 
     This measures as ``map`` does: it calls ``fn`` on the first items (for about 50 ms, or
-    up to 64 microsecond calls; CPU-bound calls then also run a few more on 2-4 threads), so
-    a generator passed here is consumed that far. The results are dropped.
+    up to 64 microsecond calls; CPU-bound calls then also run a few more on 2-4 threads, the
+    first time for a function), so a generator passed here is consumed that far. The results
+    are dropped.
     """
     check_callable(fn)
     check_iterable(items)

@@ -93,6 +93,7 @@ class Trial:
     parallel: float
     overlap: float
     blocked: float = 0.0
+    earlier: bool = False  # measured by an earlier run of the same function
 
 
 @dataclass(frozen=True, slots=True)
