@@ -62,7 +62,8 @@ MODULES: dict[str, tuple[list[str], list[str], str]] = {
     ),
     "backends-process": (
         ["_backends/_process.py", "_backends/_process_worker.py", "_backends/_boot.py",
-         "_backends/_wire.py", "_backends/_template.py", "_backends/_reuse.py"],
+         "_backends/_wire.py", "_backends/_template.py", "_backends/_reuse.py",
+         "_backends/_early.py"],
         # The process backend's own tests only: with test_conformance's and test_policies'
         # process cases (their promises are measured with "scheduler", "policies" and
         # "backends-core") 1302 mutants ran at ~0.1 a second on 2 shared cores, far too slow.

@@ -13,6 +13,7 @@ import importlib.util
 import mmap
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -809,3 +810,118 @@ def test_a_template_that_stops_answering_is_replaced(monkeypatch: pytest.MonkeyP
         for pid in stuck:
             if process_state(pid) == "T":  # the test failed: let it go on, and stop
                 os.kill(pid, signal.SIGCONT)
+
+
+# --- _boot: plait and plait._backends start as bare packages ---------------------------------
+
+BARE_INIT = """
+from . import sub  # relative: the package must name itself (__package__) for this
+from .nested import leaf
+RUNS = [*globals().get("RUNS", []), 1]
+VALUE = sub.ANSWER + leaf.ANSWER
+"""
+
+
+def test_a_bare_package_runs_its_init_only_when_an_attribute_is_read(tmp_path: Path) -> None:
+    """A worker starts with ``plait`` and ``plait._backends`` registered bare: importing a
+    submodule (or a subpackage) of one does not run its ``__init__``; the first other
+    attribute read does, once, into the same module object."""
+    from plait._backends import _boot
+
+    folder = tmp_path / "barepkg"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "__init__.py").write_text(BARE_INIT)
+    (folder / "sub.py").write_text("ANSWER = 40\n")
+    (folder / "nested" / "__init__.py").write_text("")
+    (folder / "nested" / "leaf.py").write_text("ANSWER = 2\n")
+    names = ("barepkg", "barepkg.sub", "barepkg.nested", "barepkg.nested.leaf")
+    assert not any(name in sys.modules for name in names)
+    try:
+        _boot._bare_package("barepkg", str(folder))
+        package: Any = sys.modules["barepkg"]
+        assert package.__path__ == [str(folder)]
+        assert package.__file__ == str(folder / "__init__.py")
+        assert (package.__name__, package.__package__) == ("barepkg", "barepkg")
+        from barepkg import nested, sub  # type: ignore[import-not-found]
+
+        assert (sub.ANSWER, nested.__name__) == (40, "barepkg.nested")
+        assert "RUNS" not in vars(package)  # __init__ has not run
+        assert package.VALUE == 42  # it runs now (no ImportWarning: warnings are errors here)
+        assert sys.modules["barepkg"] is package and package.sub is sub
+        with pytest.raises(AttributeError):
+            package.missing  # noqa: B018 - a plain module's AttributeError now
+        assert package.RUNS == [1]  # __init__ ran once
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+# --- the template's server: what it imports, and when -----------------------------------------
+
+
+@contextlib.contextmanager
+def _template_server(preload: list[str]) -> Iterator[tuple[socket.socket, Any]]:
+    """The template's request loop state (``_Server``) in this process's main thread, with
+    the parent's end of its request socket: the messages are the ones ``Template`` sends.
+    (Its ``serve`` loop forks and exits, so it runs only in a real template.)"""
+    parent, child = socket.socketpair()
+    lifeline_r, lifeline_w = os.pipe()
+    handler = signal.getsignal(signal.SIGCHLD)
+    wakeup = signal.set_wakeup_fd(-1)
+    server = None
+    try:
+        server = _template._Server(child.detach(), lifeline_r, preload)
+        yield parent, server
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signal.SIGCHLD, handler)
+        if server is not None:
+            server.request.close()
+            os.close(server.wake_r)
+            os.close(server.wake_w)
+        for fd in (lifeline_r, lifeline_w):
+            os.close(fd)
+        parent.close()
+
+
+def _names_message(kind: bytes, names: str) -> bytes:
+    return kind + struct.pack("!I", len(names)) + names.encode()
+
+
+@pytest.mark.timeout(20)
+def test_the_template_imports_what_a_run_needs_at_once_and_the_rest_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``need`` (b"n"): the template imports those modules before it answers anything else
+    and holds its other imports; ``after_run`` (b"p"): it adds the names to what it imports
+    while no request waits, and imports again. Anything else ends its service."""
+    mods = ("tq_first", "tq_need_a", "tq_need_b", "tq_later")
+    for name in mods:
+        (tmp_path / f"{name}.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with _template_server(["tq_first"]) as (parent, server):
+            assert (server.to_import, server.paused) == (["tq_first"], False)
+            os.kill(os.getpid(), signal.SIGCHLD)  # a worker's end wakes the server's poll
+            assert select.select([server.wake_r], [], [], 5)[0]
+            assert os.read(server.wake_r, 16) == bytes([signal.SIGCHLD])
+            parent.sendall(_names_message(b"n", "tq_need_a tq_need_b"))
+            assert server._answer() is True
+            assert "tq_need_a" in sys.modules and "tq_need_b" in sys.modules
+            assert (server.to_import, server.paused) == (["tq_first"], True)
+            assert "tq_first" not in sys.modules  # put off until the run ends
+            parent.sendall(_names_message(b"p", "tq_later"))
+            assert server._answer() is True
+            assert (server.to_import, server.paused) == (["tq_first", "tq_later"], False)
+            assert "tq_later" not in sys.modules  # imported by the loop, while idle
+            parent.sendall(_names_message(b"n", ""))  # nothing new needed: still a run
+            assert server._answer() is True and server.paused is True
+            parent.sendall(b"x")
+            assert server._answer() is False
+            parent.sendall(b"f")  # a fork request without its three descriptors
+            assert server._answer() is False
+            parent.shutdown(socket.SHUT_WR)  # the parent closed its end
+            assert server._answer() is False
+    finally:
+        for name in mods:
+            sys.modules.pop(name, None)
