@@ -62,3 +62,21 @@ def record_then_fail(item: tuple[int, str]) -> int:
 def loaded(names: list[str]) -> list[str]:
     """Which of ``names`` the worker has imported (this module imports none of them)."""
     return [name for name in names if name in sys.modules]
+
+
+def wait_for_file(path: str) -> int:
+    """Block until ``path`` exists (the test's gate), then return the worker's pid."""
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return os.getpid()
+
+
+def kill_the_template(_: object) -> int:
+    """Kill this worker's parent, the template that forked it, and wait until it is dead."""
+    template = os.getppid()
+    os.kill(template, 9)
+    deadline = time.monotonic() + 10
+    while os.getppid() == template and time.monotonic() < deadline:
+        time.sleep(0.005)  # an orphan once the template is gone
+    return template

@@ -925,3 +925,72 @@ def test_the_template_imports_what_a_run_needs_at_once_and_the_rest_after_it(
     finally:
         for name in mods:
             sys.modules.pop(name, None)
+
+
+# --- closing a process pool ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_an_unreferenced_process_pool_still_runs_the_work_queued_to_it(tmp_path: Path) -> None:
+    import gc
+
+    gate = tmp_path / "gate"
+    pool = plait.Pool(backend="process", workers=1)
+    running = pool.submit(R.wait_for_file, str(gate))
+    queued = pool.submit(R.pid, None)
+    del pool
+    gc.collect()  # the pool lets its workers go, as the stdlib's executors do: work goes on
+    gate.touch()
+    worker = running.result(timeout=20)
+    assert queued.result(timeout=20) == worker  # the same worker, not killed meanwhile
+    plait.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_a_process_pool_shut_down_without_waiting_returns_while_its_task_runs(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    pool = plait.Pool(backend="process", workers=1)
+    running = pool.submit(R.wait_for_file, str(gate))
+    queued = pool.submit(R.pid, None)
+    pool.shutdown(wait=False)  # it would block here until the gate opens, if it waited
+    assert not running.done()
+    gate.touch()
+    assert queued.result(timeout=20) == running.result(timeout=20)  # queued work still runs
+    pool.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_a_process_pool_shutdown_that_cancels_futures_cancels_only_the_queued(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    pool = plait.Pool(backend="process", workers=1)
+    running = pool.submit(R.wait_for_file, str(gate))
+    queued = [pool.submit(R.pid, None) for _ in range(3)]
+    assert wait_until(running.running, 10)
+    closer = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
+    closer.start()
+    try:
+        assert wait_until(lambda: all(f.done() for f in queued), 10)
+        assert all(f.cancelled() for f in queued) and not running.done()
+    finally:
+        gate.touch()
+        closer.join(20)
+    assert not closer.is_alive() and running.result(timeout=0) > 0  # the running one ends
+
+
+@pytest.mark.timeout(30)
+def test_a_run_whose_template_died_meanwhile_ends_normally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's end is told to the template (it may import again): a template gone during
+    the run (killed) costs nothing then; the next run starts a new one."""
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # each run forks its worker anew
+    plait.shutdown()  # a template of this test's own
+    (template,) = plait.map(R.kill_the_template, [None], backend="process", workers=1)
+    assert not pid_alive(template)  # dead (a zombie until plait needs a template again)
+    (parent,) = plait.map(R.parent_pid, [None], backend="process", workers=1)
+    assert parent == _template.pid() not in (None, template)
+    assert process_state(template) is None  # reaped
