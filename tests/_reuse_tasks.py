@@ -80,3 +80,15 @@ def kill_the_template(_: object) -> int:
     while os.getppid() == template and time.monotonic() < deadline:
         time.sleep(0.005)  # an orphan once the template is gone
     return template
+
+
+class Odd:
+    """A callable whose attribute ``fn`` raises something other than AttributeError."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "fn":
+            raise RuntimeError(f"no {name} here")
+        raise AttributeError(name)
+
+    def __call__(self, x: int) -> int:
+        return 2 * x

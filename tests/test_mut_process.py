@@ -994,3 +994,40 @@ def test_a_run_whose_template_died_meanwhile_ends_normally(
     (parent,) = plait.map(R.parent_pid, [None], backend="process", workers=1)
     assert parent == _template.pid() not in (None, template)
     assert process_state(template) is None  # reaped
+
+
+# --- what the template imports for a run's function ------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_template_imports_what_the_function_of_a_partial_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``functools.partial`` is looked through: its function's module's imports count."""
+    import functools
+
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)  # as if never imported here
+    monkeypatch.delitem(sys.modules, "_needs_tasks", raising=False)
+    plait.shutdown()
+    _template.prestart()  # a template started before the program imported sqlite3
+    needs = importlib.import_module("_needs_tasks")
+    with plait.Pool(backend="process", workers=1, max_tasks_per_worker=1) as pool:
+        assert pool.submit(functools.partial(needs.sqlite_major)).result(timeout=20) == 3
+        # a worker forked for this task, during the run: the template imported sqlite3 first
+        assert pool.submit(R.loaded, ["sqlite3"]).result(timeout=20) == ["sqlite3"]
+
+
+def test_a_callable_whose_attributes_raise_runs_without_the_hint() -> None:
+    plait.shutdown()
+    _template.prestart()  # the hint is asked for only while a template runs
+    assert plait.map(R.Odd(), [1, 2], backend="process", workers=1) == [2, 4]
+
+
+def test_a_thread_run_starts_no_template() -> None:
+    plait.shutdown()
+    assert plait.map(abs, [-1], backend="thread") == [1]
+    with plait.Pool(backend="thread", workers=1) as pool:
+        assert pool.submit(abs, -2).result(timeout=20) == 2
+    assert _template.pid() is None
+    assert plait.map(abs, [-1], backend="process", workers=1) == [1]
+    assert _template.pid() is not None  # (where fork is missing this test would not hold)
