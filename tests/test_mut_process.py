@@ -859,29 +859,40 @@ def test_a_bare_package_runs_its_init_only_when_an_attribute_is_read(tmp_path: P
 # --- the template's server: what it imports, and when -----------------------------------------
 
 
+class _Server:
+    """The template's request loop (``_template._Server``) in this process's main thread, with
+    the parent's end of its request socket and of its lifeline: the messages are the ones
+    ``Template`` sends. (It cannot fork here: a fork request is only tested in a template.)"""
+
+    def __init__(self, preload: list[str]) -> None:
+        self.parent, child = socket.socketpair()
+        lifeline_r, self.lifeline = os.pipe()
+        self._handler = signal.getsignal(signal.SIGCHLD)
+        self._wakeup = signal.set_wakeup_fd(-1)
+        self.server = _template._Server(child.detach(), lifeline_r, preload)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._wakeup)
+        signal.signal(signal.SIGCHLD, self._handler)
+        self.server.request.close()
+        for fd in (self.server.wake_r, self.server.wake_w, self.server.lifeline):
+            os.close(fd)
+        self.end_lifeline()
+        self.parent.close()
+
+    def end_lifeline(self) -> None:
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
+
+
 @contextlib.contextmanager
 def _template_server(preload: list[str]) -> Iterator[tuple[socket.socket, Any]]:
-    """The template's request loop state (``_Server``) in this process's main thread, with
-    the parent's end of its request socket: the messages are the ones ``Template`` sends.
-    (Its ``serve`` loop forks and exits, so it runs only in a real template.)"""
-    parent, child = socket.socketpair()
-    lifeline_r, lifeline_w = os.pipe()
-    handler = signal.getsignal(signal.SIGCHLD)
-    wakeup = signal.set_wakeup_fd(-1)
-    server = None
+    served = _Server(preload)
     try:
-        server = _template._Server(child.detach(), lifeline_r, preload)
-        yield parent, server
+        yield served.parent, served.server
     finally:
-        signal.set_wakeup_fd(wakeup)
-        signal.signal(signal.SIGCHLD, handler)
-        if server is not None:
-            server.request.close()
-            os.close(server.wake_r)
-            os.close(server.wake_w)
-        for fd in (lifeline_r, lifeline_w):
-            os.close(fd)
-        parent.close()
+        served.close()
 
 
 def _names_message(kind: bytes, names: str) -> bytes:
@@ -1031,3 +1042,54 @@ def test_a_thread_run_starts_no_template() -> None:
     assert _template.pid() is None
     assert plait.map(abs, [-1], backend="process", workers=1) == [1]
     assert _template.pid() is not None  # (where fork is missing this test would not hold)
+
+
+class _Exited(Exception):
+    """``os._exit`` of the template's loop, caught here instead of ending the test process."""
+
+
+@pytest.mark.timeout(20)
+def test_the_template_imports_while_idle_and_holds_its_imports_during_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop imports its list one module at a time, in order, while no request waits; after
+    ``need`` (a run starts) it holds the rest, however long it is idle, until ``after_run``;
+    when its lifeline closes it leaves with status 0."""
+    (tmp_path / "tq_log.py").write_text("ORDER: list[str] = []\n")
+    mods = ("tq_a", "tq_b", "tq_c", "tq_d")
+    for name in mods:
+        (tmp_path / f"{name}.py").write_text("import tq_log\ntq_log.ORDER.append(__name__)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tq_log  # type: ignore[import-not-found]
+
+    def exit_here(code: int) -> None:
+        raise _Exited(code)
+
+    served = _Server(["tq_a", "tq_b"])
+    served.parent.sendall(_names_message(b"n", "tq_c"))  # before the loop starts: answered first
+    seen: dict[str, list[str]] = {}
+
+    def parent() -> None:
+        if wait_until(lambda: "tq_c" in tq_log.ORDER, 10):
+            time.sleep(0.3)  # idle, but a run holds the cores: nothing more is imported
+            seen["held"] = list(tq_log.ORDER)
+        served.parent.sendall(_names_message(b"p", "tq_d"))  # the run ended
+        wait_until(lambda: "tq_d" in tq_log.ORDER, 10)
+        served.end_lifeline()
+
+    feeder = threading.Thread(target=parent, daemon=True)
+    try:
+        monkeypatch.setattr(os, "_exit", exit_here)
+        feeder.start()
+        with pytest.raises(_Exited) as exited:
+            served.server.serve()
+        monkeypatch.undo()
+        feeder.join(10)
+        assert exited.value.args == (0,)
+        assert seen.get("held") == ["tq_c"]
+        assert tq_log.ORDER == ["tq_c", "tq_a", "tq_b", "tq_d"]
+    finally:
+        monkeypatch.undo()
+        served.close()
+        for name in ("tq_log", *mods):
+            sys.modules.pop(name, None)
