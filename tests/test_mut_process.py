@@ -1011,21 +1011,56 @@ def test_a_run_whose_template_died_meanwhile_ends_normally(
 
 
 @pytest.mark.timeout(30)
-def test_the_template_imports_what_the_function_of_a_partial_needs(
+def test_the_template_imports_the_package_a_partials_function_imports_from(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``functools.partial`` is looked through: its function's module's imports count."""
+    """``functools.partial`` is looked through, and a module imported from a listed package
+    (``from sqlite3 import dbapi2``) counts as that package."""
     import functools
 
     monkeypatch.delitem(sys.modules, "sqlite3", raising=False)  # as if never imported here
-    monkeypatch.delitem(sys.modules, "_needs_tasks", raising=False)
+    monkeypatch.delitem(sys.modules, "_needs_sub_tasks", raising=False)
     plait.shutdown()
     _template.prestart()  # a template started before the program imported sqlite3
-    needs = importlib.import_module("_needs_tasks")
+    needs = importlib.import_module("_needs_sub_tasks")
     with plait.Pool(backend="process", workers=1, max_tasks_per_worker=1) as pool:
         assert pool.submit(functools.partial(needs.sqlite_major)).result(timeout=20) == 3
         # a worker forked for this task, during the run: the template imported sqlite3 first
         assert pool.submit(R.loaded, ["sqlite3"]).result(timeout=20) == ["sqlite3"]
+
+
+@pytest.mark.timeout(30)
+def test_the_template_imports_before_a_run_only_what_its_function_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the program loaded after the template started, and the function's module does
+    not import, waits for the run's end: the run's workers do not have it."""
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)
+    plait.shutdown()
+    _template.prestart()
+    importlib.import_module("sqlite3")  # the program has it now; the task's module does not
+    with plait.Pool(backend="process", workers=1, max_tasks_per_worker=1) as pool:
+        assert pool.submit(R.loaded, ["sqlite3"]).result(timeout=20) == []
+
+
+def _holds_a_lock() -> Callable[[object], object]:
+    lock = threading.Lock()
+    return lambda _: lock
+
+
+def test_a_function_or_initializer_that_cannot_be_pickled_is_named_with_the_reason() -> None:
+    for what, call in (
+        ("function", lambda: plait.map(_holds_a_lock(), [1], backend="process")),
+        ("initializer", lambda: plait.Pool(backend="process", initializer=_holds_a_lock())),
+    ):
+        with pytest.raises(plait.SerializationError) as caught:
+            call()
+        cause = caught.value.__cause__
+        assert type(cause) is TypeError
+        assert str(caught.value) == (
+            f"the {what} cannot be pickled for the process backend (TypeError: {cause}); "
+            "define it at module level without unpicklable state, or use backend='thread'"
+        )
 
 
 def test_a_callable_whose_attributes_raise_runs_without_the_hint() -> None:
