@@ -1103,11 +1103,24 @@ def test_the_template_imports_while_idle_and_holds_its_imports_during_a_run(
     served = _Server(["tq_a", "tq_b"])
     served.parent.sendall(_names_message(b"n", "tq_c"))  # before the loop starts: answered first
     seen: dict[str, list[str]] = {}
+    # each time the loop reaps, whether its wakeup pipe still holds a signal: it must have
+    # read it first, or the next poll returns at once, again and again
+    woken: list[bool] = []
+    reap = served.server._reap
+
+    def reap_after_the_wakeup() -> None:
+        woken.append(bool(select.select([served.server.wake_r], [], [], 0)[0]))
+        reap()
+
+    served.server._reap = reap_after_the_wakeup
 
     def parent() -> None:
         if wait_until(lambda: "tq_c" in tq_log.ORDER, 10):
             time.sleep(0.3)  # idle, but a run holds the cores: nothing more is imported
             seen["held"] = list(tq_log.ORDER)
+        reaped = len(woken)
+        os.kill(os.getpid(), signal.SIGCHLD)  # as when a worker ends: the loop wakes and reaps
+        wait_until(lambda: len(woken) > reaped, 10)
         served.parent.sendall(_names_message(b"p", "tq_d"))  # the run ended
         wait_until(lambda: "tq_d" in tq_log.ORDER, 10)
         served.end_lifeline()
@@ -1122,6 +1135,7 @@ def test_the_template_imports_while_idle_and_holds_its_imports_during_a_run(
         feeder.join(10)
         assert exited.value.args == (0,)
         assert seen.get("held") == ["tq_c"]
+        assert woken and not any(woken)
         assert tq_log.ORDER == ["tq_c", "tq_a", "tq_b", "tq_d"]
     finally:
         monkeypatch.undo()
