@@ -1142,3 +1142,51 @@ def test_the_template_imports_while_idle_and_holds_its_imports_during_a_run(
         served.close()
         for name in ("tq_log", *mods):
             sys.modules.pop(name, None)
+
+
+def _child(code: str) -> int:
+    """A child of this process that Popen does not know (the template's server reaps it)."""
+    return os.posix_spawn(sys.executable, [sys.executable, "-c", code], dict(os.environ))
+
+
+@pytest.mark.timeout(30)
+def test_the_template_reports_each_ended_worker_once_on_its_status_pipe() -> None:
+    """It reaps every child that ended, writes each known one's exit code to that worker's
+    status pipe and closes it; a child it does not know, or a pipe nobody reads any more, costs
+    nothing; one still running stays known."""
+    plait.shutdown()  # no template: this test's children are this process's only ones
+    pipes = [os.pipe() for _ in range(3)]
+    ended = _child("import os; os._exit(3)")
+    gone_reader = _child("import os; os._exit(4)")
+    unknown = _child("pass")
+    running = _child("import time; time.sleep(30)")
+    try:
+        with _template_server([]) as (_, server):
+            os.close(pipes[1][0])  # the parent dropped this worker's Forked
+            server.status.update({ended: pipes[0][1], gone_reader: pipes[1][1]})
+            server.status[running] = pipes[2][1]
+            for pid in (ended, gone_reader, unknown):
+                assert wait_until(lambda pid=pid: process_state(pid) == "Z", 10)
+            server._reap()
+            assert server.status == {running: pipes[2][1]}
+            assert all(process_state(pid) is None for pid in (ended, gone_reader, unknown))
+            assert os.read(pipes[0][0], 8) == struct.pack("!i", 3)
+            assert os.read(pipes[0][0], 8) == b""  # written once, then closed
+            os.kill(running, signal.SIGKILL)
+            assert wait_until(lambda: process_state(running) == "Z", 10)
+            server._reap()
+            assert server.status == {} and os.read(pipes[2][0], 8) == struct.pack(
+                "!i", -signal.SIGKILL
+            )
+            server.status[ended] = os.dup(pipes[2][0])  # known, yet no child is left at all
+            server._reap()  # returns: nothing to wait for
+            os.close(server.status.pop(ended))
+    finally:
+        for pid in (ended, gone_reader, unknown, running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        for r, _ in pipes:
+            with contextlib.suppress(OSError):
+                os.close(r)
