@@ -927,6 +927,15 @@ def test_the_template_imports_what_a_run_needs_at_once_and_the_rest_after_it(
             assert "tq_later" not in sys.modules  # imported by the loop, while idle
             parent.sendall(_names_message(b"n", ""))  # nothing new needed: still a run
             assert server._answer() is True and server.paused is True
+            forks: list[tuple[int, ...]] = []
+            server._fork_one = lambda *fds: forks.append(fds)  # no fork in the test process
+            r, w = os.pipe()
+            try:
+                socket.send_fds(parent, [b"f"], [r, w, r])  # a worker's socket, lifeline, status
+                assert server._answer() is True and len(forks) == 1 and len(forks[0]) == 3
+            finally:
+                for fd in (r, w, *forks[0]) if forks else (r, w):
+                    os.close(fd)
             parent.sendall(b"x")
             assert server._answer() is False
             parent.sendall(b"f")  # a fork request without its three descriptors
@@ -1190,3 +1199,22 @@ def test_the_template_reports_each_ended_worker_once_on_its_status_pipe() -> Non
         for r, _ in pipes:
             with contextlib.suppress(OSError):
                 os.close(r)
+
+
+def test_the_template_leaves_with_status_0_when_the_parent_closes_its_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def exit_here(code: int) -> None:
+        raise _Exited(code)
+
+    served = _Server([])
+    try:
+        served.parent.shutdown(socket.SHUT_WR)
+        monkeypatch.setattr(os, "_exit", exit_here)
+        with pytest.raises(_Exited) as exited:
+            served.server.serve()
+        monkeypatch.undo()
+        assert exited.value.args == (0,)
+    finally:
+        monkeypatch.undo()
+        served.close()
