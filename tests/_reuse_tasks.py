@@ -92,3 +92,9 @@ class Odd:
 
     def __call__(self, x: int) -> int:
         return 2 * x
+
+
+def started_then_wait_for_file(paths: tuple[str, str]) -> int:
+    """Make ``paths[0]`` (the task has started), then wait for ``paths[1]``."""
+    Path(paths[0]).touch()
+    return wait_for_file(paths[1])

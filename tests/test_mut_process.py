@@ -1218,3 +1218,44 @@ def test_the_template_leaves_with_status_0_when_the_parent_closes_its_socket(
     finally:
         monkeypatch.undo()
         served.close()
+
+
+# --- what a task that dies, runs too long or is stopped reports -------------------------------
+
+
+def test_a_task_that_kills_its_worker_fails_saying_how_and_the_worker_is_replaced() -> None:
+    outcomes = plait.map(
+        T.exit_on_three, range(5), backend="process", workers=1, chunksize=1, errors="collect"
+    )
+    error = outcomes[3].error
+    assert type(error) is plait.WorkerCrashed and error.exitcode == 1
+    assert str(error) == "the worker process running this task died (exit code 1); it was replaced"
+    assert [o.value for o in outcomes if o.error is None] == [0, 1, 4, 16]
+
+
+@pytest.mark.timeout(30)
+def test_a_task_past_its_timeout_fails_saying_so(tmp_path: Path) -> None:
+    gate = tmp_path / "never"  # never made: the task runs until it is killed
+    outcomes = plait.map(
+        R.wait_for_file, [str(gate)], backend="process", workers=1, timeout=0.5, errors="collect"
+    )
+    error = outcomes[0].error
+    assert type(error) is plait.TaskTimeout
+    assert str(error) == (
+        "the task ran longer than its timeout of 0.5 s; its worker process was killed and replaced"
+    )
+
+
+@pytest.mark.timeout(30)
+def test_a_pool_task_stopped_with_its_pool_fails_saying_so(tmp_path: Path) -> None:
+    started, gate = tmp_path / "started", tmp_path / "never"
+    with pytest.raises(KeyError), plait.Pool(backend="process", workers=1) as pool:
+        running = pool.submit(R.started_then_wait_for_file, (str(started), str(gate)))
+        assert wait_until(started.exists, 10)  # in its worker (a task still queued is cancelled)
+        raise KeyError("leaving")
+    error = running.exception(timeout=10)
+    assert type(error) is plait.WorkerCrashed
+    assert (str(error), error.exitcode) in {
+        ("the run was stopped: its workers were killed", -signal.SIGKILL),  # seen dead
+        ("the run was stopped: its worker was killed", None),  # seen stopped first
+    }
