@@ -498,6 +498,24 @@ def test_an_argument_of_the_programs_main_is_sent_again_by_value(
     assert plait.map(_value_of, items, backend="process", workers=1, chunksize=2) == [1, 2]
 
 
+def _wait_for_the_file_it_names(thing: Any) -> int:
+    return R.wait_for_file(thing.value)
+
+
+@pytest.mark.timeout(30)
+def test_an_argument_sent_again_by_value_keeps_the_tasks_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_OfMain, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_OfMain", _OfMain, raising=False)
+    never = _OfMain(str(tmp_path / "never"))  # type: ignore[arg-type]
+    (outcome,) = plait.map(
+        _wait_for_the_file_it_names, [never], backend="process", workers=1, timeout=0.5,
+        errors="collect",
+    )
+    assert type(outcome.error) is plait.TaskTimeout
+
+
 def test_an_argument_the_worker_cannot_import_fails_with_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
