@@ -934,8 +934,8 @@ def test_the_template_imports_what_a_run_needs_at_once_and_the_rest_after_it(
             os.kill(os.getpid(), signal.SIGCHLD)  # a worker's end wakes the server's poll
             assert select.select([server.wake_r], [], [], 5)[0]
             assert os.read(server.wake_r, 16) == bytes([signal.SIGCHLD])
-            parent.sendall(_names_message(b"n", "tq_need_a tq_need_b"))
-            assert server._answer() is True
+            parent.sendall(_names_message(b"n", "tq_need_a tq_no_such_module tq_need_b"))
+            assert server._answer() is True  # a module it cannot import is skipped
             assert "tq_need_a" in sys.modules and "tq_need_b" in sys.modules
             assert (server.to_import, server.paused) == (["tq_first"], True)
             assert "tq_first" not in sys.modules  # put off until the run ends
@@ -1277,3 +1277,64 @@ def test_a_pool_task_stopped_with_its_pool_fails_saying_so(tmp_path: Path) -> No
         ("the run was stopped: its workers were killed", -signal.SIGKILL),  # seen dead
         ("the run was stopped: its worker was killed", None),  # seen stopped first
     }
+
+
+def test_the_template_imports_concurrent_futures_for_concurrent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``concurrent`` is on the list for ``concurrent.futures`` (the package alone is empty)."""
+    import concurrent.futures
+
+    monkeypatch.delitem(sys.modules, "concurrent.futures")  # as if never imported here
+    monkeypatch.delattr(concurrent, "futures")
+    with _template_server([]) as (parent, server):
+        parent.sendall(_names_message(b"n", "concurrent"))
+        assert server._answer() is True
+        assert "concurrent.futures" in sys.modules
+
+
+def test_a_worker_stopped_leaves_by_itself_unless_still_starting_and_stops_once() -> None:
+    from plait._backends._process import FunctionHandle, WorkerProcess
+
+    ready = WorkerProcess(None)
+    handle = FunctionHandle(1, bytes(cloudpickle.dumps(abs)))
+    result = ready.call(handle, (pickle.dumps([-3]), 1, False), None)
+    assert result is not None and result.values == [3]
+    starting = WorkerProcess(None)  # not waited for: still starting, or ready and idle
+    for worker in (ready, starting):
+        worker.stop()
+    assert ready.popen.returncode == 0  # it read the end of its socket and left
+    assert starting.popen.returncode == -signal.SIGKILL  # killed: no run of the user's there
+    r, w = os.pipe()  # may take the numbers of the descriptors stop() closed
+    try:
+        ready.stop()  # idempotent: closes nothing more
+        starting.stop()
+        os.fstat(r)
+        os.fstat(w)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert not ready.alive() and not starting.alive()
+
+
+@pytest.mark.timeout(30)
+def test_an_idle_worker_dead_before_its_template_reports_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker killed while idle is a zombie until its template reaps it and reports its
+    exit (here the template is stopped, so it stays one): /proc shows it dead at once, and
+    the next task goes to a new worker instead of failing on the dead one."""
+    plait.shutdown()
+    with plait.Pool(backend="process", workers=1) as pool:
+        worker = pool.submit(R.pid, None).result(timeout=20)
+        template = _template.pid()
+        assert template is not None and os.getppid() != template
+        monkeypatch.setenv("PLAIT_PROCESS_START", "spawn")  # its replacement: not forked
+        os.kill(template, signal.SIGSTOP)
+        try:
+            os.kill(worker, signal.SIGKILL)
+            assert wait_until(lambda: process_state(worker) == "Z", 10)
+            assert pool.submit(R.pid, None).result(timeout=20) not in (worker, None)
+        finally:
+            os.kill(template, signal.SIGCONT)
+    plait.shutdown()
