@@ -164,6 +164,10 @@ def _refresh(name: str) -> Path:
         shutil.copytree(ROOT / part, folder / part, ignore=shutil.ignore_patterns("__pycache__"))
     text = (ROOT / "pyproject.toml").read_text()
     (folder / "pyproject.toml").write_text(text + _config(files, tests, keyword))
+    # mutmut maps tests to functions from its stats, which it re-collects only for new tests:
+    # a function that is new or newly called by an old test would be mapped to the new tests
+    # alone, and its mutants would "survive" the tests never run. Collect them anew.
+    (folder / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     return folder
 
 
