@@ -1338,3 +1338,24 @@ def test_an_idle_worker_dead_before_its_template_reports_it_is_replaced(
         finally:
             os.kill(template, signal.SIGCONT)
     plait.shutdown()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"initializer": os.getpid}, {"max_tasks_per_worker": 100}, {}],
+    ids=["init", "recycle", "pool"],
+)
+def test_a_private_run_never_takes_an_idle_shared_worker(options: dict[str, Any]) -> None:
+    """Runs with an initializer or recycling, and pools, start workers of their own: an idle
+    shared worker ran no initializer and counts no tasks."""
+    plait.shutdown()
+    plait.map(R.pid, range(2), backend="process", workers=2, chunksize=1)
+    shared = set(_reuse.idle_pids())  # the run's workers, idle now
+    assert shared
+    if options:
+        private = set(plait.map(R.pid, range(2), backend="process", workers=2, **options))
+    else:
+        with plait.Pool(backend="process", workers=2) as pool:
+            private = set(pool.map(R.pid, range(2)))
+    assert not private & shared and set(_reuse.idle_pids()) == shared
+    plait.shutdown()
