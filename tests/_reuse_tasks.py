@@ -98,3 +98,17 @@ def started_then_wait_for_file(paths: tuple[str, str]) -> int:
     """Make ``paths[0]`` (the task has started), then wait for ``paths[1]``."""
     Path(paths[0]).touch()
     return wait_for_file(paths[1])
+
+
+def start_once(folder: str) -> None:
+    """An initializer that lets one worker start: the next ones fail to."""
+    try:
+        os.mkdir(os.path.join(folder, "started"))
+    except FileExistsError:
+        raise RuntimeError("only one worker may start") from None
+
+
+def die_on_one(x: int) -> int:
+    if x == 1:
+        os._exit(3)
+    return x

@@ -6,6 +6,7 @@ errors that cannot cross back say why, and a chunk with an unpicklable item keep
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import importlib
@@ -1359,3 +1360,20 @@ def test_a_private_run_never_takes_an_idle_shared_worker(options: dict[str, Any]
             private = set(pool.map(R.pid, range(2)))
     assert not private & shared and set(_reuse.idle_pids()) == shared
     plait.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_items_rerun_after_a_crash_fail_with_the_pool_broken_meanwhile(tmp_path: Path) -> None:
+    """A chunk whose worker died is re-run item by item on new workers; once a new worker
+    cannot start (its initializer fails), the pool is broken and every item left fails with
+    that, without another start."""
+    import functools
+
+    outcomes = plait.map(
+        R.die_on_one, range(3), backend="process", workers=1, chunksize=3, errors="collect",
+        initializer=functools.partial(R.start_once, str(tmp_path)),
+    )
+    errors = [o.error for o in outcomes]
+    assert all(isinstance(e, concurrent.futures.BrokenExecutor) for e in errors), errors
+    assert all(type(e.__cause__) is RuntimeError for e in errors), errors
+    assert errors[1] is errors[2]  # the pool's one error, not a new start's
