@@ -1377,3 +1377,18 @@ def test_items_rerun_after_a_crash_fail_with_the_pool_broken_meanwhile(tmp_path:
     assert all(isinstance(e, concurrent.futures.BrokenExecutor) for e in errors), errors
     assert all(type(e.__cause__) is RuntimeError for e in errors), errors
     assert errors[1] is errors[2]  # the pool's one error, not a new start's
+
+
+def test_an_argument_that_cannot_be_pickled_fails_only_its_item_saying_why() -> None:
+    lock = threading.Lock()
+    outcomes = plait.map(
+        T.identity, [1, lock, 3], backend="process", workers=1, chunksize=3, errors="collect"
+    )
+    assert [o.value for o in outcomes if o.error is None] == [1, 3]
+    error = outcomes[1].error
+    assert type(error) is plait.SerializationError
+    assert str(error) == (
+        "argument lock cannot be pickled for the process backend "
+        "(TypeError: cannot pickle '_thread.lock' object); pass plain data or use "
+        "backend='thread'"
+    )
