@@ -1392,3 +1392,22 @@ def test_an_argument_that_cannot_be_pickled_fails_only_its_item_saying_why() -> 
         "(TypeError: cannot pickle '_thread.lock' object); pass plain data or use "
         "backend='thread'"
     )
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_dies_while_starting_breaks_the_pool_with_one_error(
+    tmp_path: Path,
+) -> None:
+    """Its WorkerCrashed is the pool's error from then on: every task of the run fails with
+    that one error, not with a new one found on the same dead worker."""
+    import functools
+
+    import _proc_tasks as P
+
+    outcomes = plait.map(
+        T.square, range(3), backend="process", workers=1, chunksize=1, errors="collect",
+        initializer=functools.partial(P.dying_init, str(tmp_path)),
+    )
+    errors = [o.error for o in outcomes]
+    assert type(errors[0]) is plait.WorkerCrashed, errors
+    assert errors[0] is errors[1] is errors[2]
