@@ -6,6 +6,7 @@ errors that cannot cross back say why, and a chunk with an unpicklable item keep
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import importlib
@@ -13,6 +14,7 @@ import importlib.util
 import mmap
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -497,6 +499,24 @@ def test_an_argument_of_the_programs_main_is_sent_again_by_value(
     assert plait.map(_value_of, items, backend="process", workers=1, chunksize=2) == [1, 2]
 
 
+def _wait_for_the_file_it_names(thing: Any) -> int:
+    return R.wait_for_file(thing.value)
+
+
+@pytest.mark.timeout(30)
+def test_an_argument_sent_again_by_value_keeps_the_tasks_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_OfMain, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_OfMain", _OfMain, raising=False)
+    never = _OfMain(str(tmp_path / "never"))  # type: ignore[arg-type]
+    (outcome,) = plait.map(
+        _wait_for_the_file_it_names, [never], backend="process", workers=1, timeout=0.5,
+        errors="collect",
+    )
+    assert type(outcome.error) is plait.TaskTimeout
+
+
 def test_an_argument_the_worker_cannot_import_fails_with_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -809,3 +829,585 @@ def test_a_template_that_stops_answering_is_replaced(monkeypatch: pytest.MonkeyP
         for pid in stuck:
             if process_state(pid) == "T":  # the test failed: let it go on, and stop
                 os.kill(pid, signal.SIGCONT)
+
+
+# --- _boot: plait and plait._backends start as bare packages ---------------------------------
+
+BARE_INIT = """
+from . import sub  # relative: the package must name itself (__package__) for this
+from .nested import leaf
+RUNS = [*globals().get("RUNS", []), 1]
+VALUE = sub.ANSWER + leaf.ANSWER
+"""
+
+
+def test_a_bare_package_runs_its_init_only_when_an_attribute_is_read(tmp_path: Path) -> None:
+    """A worker starts with ``plait`` and ``plait._backends`` registered bare: importing a
+    submodule (or a subpackage) of one does not run its ``__init__``; the first other
+    attribute read does, once, into the same module object."""
+    from plait._backends import _boot
+
+    folder = tmp_path / "barepkg"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "__init__.py").write_text(BARE_INIT)
+    (folder / "sub.py").write_text("ANSWER = 40\n")
+    (folder / "nested" / "__init__.py").write_text("")
+    (folder / "nested" / "leaf.py").write_text("ANSWER = 2\n")
+    names = ("barepkg", "barepkg.sub", "barepkg.nested", "barepkg.nested.leaf")
+    assert not any(name in sys.modules for name in names)
+    try:
+        _boot._bare_package("barepkg", str(folder))
+        package: Any = sys.modules["barepkg"]
+        assert package.__path__ == [str(folder)]
+        assert package.__file__ == str(folder / "__init__.py")
+        assert (package.__name__, package.__package__) == ("barepkg", "barepkg")
+        from barepkg import nested, sub  # type: ignore[import-not-found]
+
+        assert (sub.ANSWER, nested.__name__) == (40, "barepkg.nested")
+        assert "RUNS" not in vars(package)  # __init__ has not run
+        assert package.VALUE == 42  # it runs now (no ImportWarning: warnings are errors here)
+        assert sys.modules["barepkg"] is package and package.sub is sub
+        with pytest.raises(AttributeError):
+            package.missing  # noqa: B018 - a plain module's AttributeError now
+        assert package.RUNS == [1]  # __init__ ran once
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+# --- the template's server: what it imports, and when -----------------------------------------
+
+
+class _Server:
+    """The template's request loop (``_template._Server``) in this process's main thread, with
+    the parent's end of its request socket and of its lifeline: the messages are the ones
+    ``Template`` sends. (It cannot fork here: a fork request is only tested in a template.)"""
+
+    def __init__(self, preload: list[str]) -> None:
+        self.parent, child = socket.socketpair()
+        lifeline_r, self.lifeline = os.pipe()
+        self._handler = signal.getsignal(signal.SIGCHLD)
+        self._wakeup = signal.set_wakeup_fd(-1)
+        self.server = _template._Server(child.detach(), lifeline_r, preload)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._wakeup)
+        signal.signal(signal.SIGCHLD, self._handler)
+        self.server.request.close()
+        for fd in (self.server.wake_r, self.server.wake_w, self.server.lifeline):
+            os.close(fd)
+        self.end_lifeline()
+        self.parent.close()
+
+    def end_lifeline(self) -> None:
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
+
+
+@contextlib.contextmanager
+def _template_server(preload: list[str]) -> Iterator[tuple[socket.socket, Any]]:
+    served = _Server(preload)
+    try:
+        yield served.parent, served.server
+    finally:
+        served.close()
+
+
+def _names_message(kind: bytes, names: str) -> bytes:
+    return kind + struct.pack("!I", len(names)) + names.encode()
+
+
+@pytest.mark.timeout(20)
+def test_the_template_imports_what_a_run_needs_at_once_and_the_rest_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``need`` (b"n"): the template imports those modules before it answers anything else
+    and holds its other imports; ``after_run`` (b"p"): it adds the names to what it imports
+    while no request waits, and imports again. Anything else ends its service."""
+    mods = ("tq_first", "tq_need_a", "tq_need_b", "tq_later")
+    for name in mods:
+        (tmp_path / f"{name}.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with _template_server(["tq_first"]) as (parent, server):
+            assert (server.to_import, server.paused) == (["tq_first"], False)
+            os.kill(os.getpid(), signal.SIGCHLD)  # a worker's end wakes the server's poll
+            assert select.select([server.wake_r], [], [], 5)[0]
+            assert os.read(server.wake_r, 16) == bytes([signal.SIGCHLD])
+            parent.sendall(_names_message(b"n", "tq_need_a tq_no_such_module tq_need_b"))
+            assert server._answer() is True  # a module it cannot import is skipped
+            assert "tq_need_a" in sys.modules and "tq_need_b" in sys.modules
+            assert (server.to_import, server.paused) == (["tq_first"], True)
+            assert "tq_first" not in sys.modules  # put off until the run ends
+            parent.sendall(_names_message(b"p", "tq_later"))
+            assert server._answer() is True
+            assert (server.to_import, server.paused) == (["tq_first", "tq_later"], False)
+            assert "tq_later" not in sys.modules  # imported by the loop, while idle
+            parent.sendall(_names_message(b"n", ""))  # nothing new needed: still a run
+            assert server._answer() is True and server.paused is True
+            forks: list[tuple[int, ...]] = []
+            server._fork_one = lambda *fds: forks.append(fds)  # no fork in the test process
+            r, w = os.pipe()
+            try:
+                socket.send_fds(parent, [b"f"], [r, w, r])  # a worker's socket, lifeline, status
+                assert server._answer() is True and len(forks) == 1 and len(forks[0]) == 3
+            finally:
+                for fd in (r, w, *forks[0]) if forks else (r, w):
+                    os.close(fd)
+            parent.sendall(b"x")
+            assert server._answer() is False
+            parent.sendall(b"f")  # a fork request without its three descriptors
+            assert server._answer() is False
+            parent.shutdown(socket.SHUT_WR)  # the parent closed its end
+            assert server._answer() is False
+    finally:
+        for name in mods:
+            sys.modules.pop(name, None)
+
+
+# --- closing a process pool ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_an_unreferenced_process_pool_still_runs_the_work_queued_to_it(tmp_path: Path) -> None:
+    import gc
+
+    gate = tmp_path / "gate"
+    pool = plait.Pool(backend="process", workers=1)
+    running = pool.submit(R.wait_for_file, str(gate))
+    queued = pool.submit(R.pid, None)
+    del pool
+    gc.collect()  # the pool lets its workers go, as the stdlib's executors do: work goes on
+    gate.touch()
+    worker = running.result(timeout=20)
+    assert queued.result(timeout=20) == worker  # the same worker, not killed meanwhile
+    plait.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_a_process_pool_shut_down_without_waiting_returns_while_its_task_runs(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    pool = plait.Pool(backend="process", workers=1)
+    running = pool.submit(R.wait_for_file, str(gate))
+    queued = pool.submit(R.pid, None)
+    pool.shutdown(wait=False)  # it would block here until the gate opens, if it waited
+    assert not running.done()
+    gate.touch()
+    assert queued.result(timeout=20) == running.result(timeout=20)  # queued work still runs
+    pool.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_a_process_pool_shutdown_that_cancels_futures_cancels_only_the_queued(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    pool = plait.Pool(backend="process", workers=1)
+    running = pool.submit(R.wait_for_file, str(gate))
+    queued = [pool.submit(R.pid, None) for _ in range(3)]
+    assert wait_until(running.running, 10)
+    closer = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
+    closer.start()
+    try:
+        assert wait_until(lambda: all(f.done() for f in queued), 10)
+        assert all(f.cancelled() for f in queued) and not running.done()
+    finally:
+        gate.touch()
+        closer.join(20)
+    assert not closer.is_alive() and running.result(timeout=0) > 0  # the running one ends
+
+
+@pytest.mark.timeout(30)
+def test_a_run_whose_template_died_meanwhile_ends_normally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's end is told to the template (it may import again): a template gone during
+    the run (killed) costs nothing then; the next run starts a new one."""
+    monkeypatch.setenv("PLAIT_IDLE_TIMEOUT", "0")  # each run forks its worker anew
+    plait.shutdown()  # a template of this test's own
+    (template,) = plait.map(R.kill_the_template, [None], backend="process", workers=1)
+    assert not pid_alive(template)  # dead (a zombie until plait needs a template again)
+    (parent,) = plait.map(R.parent_pid, [None], backend="process", workers=1)
+    assert parent == _template.pid() not in (None, template)
+    assert process_state(template) is None  # reaped
+
+
+# --- what the template imports for a run's function ------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_template_imports_the_package_a_partials_function_imports_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``functools.partial`` is looked through, and a module imported from a listed package
+    (``from sqlite3 import dbapi2``) counts as that package."""
+    import functools
+
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)  # as if never imported here
+    monkeypatch.delitem(sys.modules, "_needs_sub_tasks", raising=False)
+    plait.shutdown()
+    _template.prestart()  # a template started before the program imported sqlite3
+    needs = importlib.import_module("_needs_sub_tasks")
+    with plait.Pool(backend="process", workers=1, max_tasks_per_worker=1) as pool:
+        assert pool.submit(functools.partial(needs.sqlite_major)).result(timeout=20) == 3
+        # a worker forked for this task, during the run: the template imported sqlite3 first
+        assert pool.submit(R.loaded, ["sqlite3"]).result(timeout=20) == ["sqlite3"]
+
+
+@pytest.mark.timeout(30)
+def test_the_template_imports_before_a_run_only_what_its_function_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the program loaded after the template started, and the function's module does
+    not import, waits for the run's end: the run's workers do not have it."""
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)
+    plait.shutdown()
+    _template.prestart()
+    importlib.import_module("sqlite3")  # the program has it now; the task's module does not
+    with plait.Pool(backend="process", workers=1, max_tasks_per_worker=1) as pool:
+        assert pool.submit(R.loaded, ["sqlite3"]).result(timeout=20) == []
+
+
+def _holds_a_lock() -> Callable[[object], object]:
+    lock = threading.Lock()
+    return lambda _: lock
+
+
+def test_a_function_or_initializer_that_cannot_be_pickled_is_named_with_the_reason() -> None:
+    for what, call in (
+        ("function", lambda: plait.map(_holds_a_lock(), [1], backend="process")),
+        ("initializer", lambda: plait.Pool(backend="process", initializer=_holds_a_lock())),
+    ):
+        with pytest.raises(plait.SerializationError) as caught:
+            call()
+        cause = caught.value.__cause__
+        assert type(cause) is TypeError
+        assert str(caught.value) == (
+            f"the {what} cannot be pickled for the process backend (TypeError: {cause}); "
+            "define it at module level without unpicklable state, or use backend='thread'"
+        )
+
+
+def test_a_callable_whose_attributes_raise_runs_without_the_hint() -> None:
+    plait.shutdown()
+    _template.prestart()  # the hint is asked for only while a template runs
+    assert plait.map(R.Odd(), [1, 2], backend="process", workers=1) == [2, 4]
+
+
+def test_a_thread_run_starts_no_template() -> None:
+    plait.shutdown()
+    assert plait.map(abs, [-1], backend="thread") == [1]
+    with plait.Pool(backend="thread", workers=1) as pool:
+        assert pool.submit(abs, -2).result(timeout=20) == 2
+    assert _template.pid() is None
+    assert plait.map(abs, [-1], backend="process", workers=1) == [1]
+    assert _template.pid() is not None  # (where fork is missing this test would not hold)
+
+
+class _Exited(Exception):
+    """``os._exit`` of the template's loop, caught here instead of ending the test process."""
+
+
+@pytest.mark.timeout(20)
+def test_the_template_imports_while_idle_and_holds_its_imports_during_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop imports its list one module at a time, in order, while no request waits; after
+    ``need`` (a run starts) it holds the rest, however long it is idle, until ``after_run``;
+    when its lifeline closes it leaves with status 0."""
+    (tmp_path / "tq_log.py").write_text("ORDER: list[str] = []\n")
+    mods = ("tq_a", "tq_b", "tq_c", "tq_d")
+    for name in mods:
+        (tmp_path / f"{name}.py").write_text("import tq_log\ntq_log.ORDER.append(__name__)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tq_log  # type: ignore[import-not-found]
+
+    def exit_here(code: int) -> None:
+        raise _Exited(code)
+
+    served = _Server(["tq_a", "tq_b"])
+    served.parent.sendall(_names_message(b"n", "tq_c"))  # before the loop starts: answered first
+    seen: dict[str, list[str]] = {}
+    # each time the loop reaps, whether its wakeup pipe still holds a signal: it must have
+    # read it first, or the next poll returns at once, again and again
+    woken: list[bool] = []
+    reap = served.server._reap
+
+    def reap_after_the_wakeup() -> None:
+        woken.append(bool(select.select([served.server.wake_r], [], [], 0)[0]))
+        reap()
+
+    served.server._reap = reap_after_the_wakeup
+
+    def parent() -> None:
+        if wait_until(lambda: "tq_c" in tq_log.ORDER, 10):
+            time.sleep(0.3)  # idle, but a run holds the cores: nothing more is imported
+            seen["held"] = list(tq_log.ORDER)
+        reaped = len(woken)
+        os.kill(os.getpid(), signal.SIGCHLD)  # as when a worker ends: the loop wakes and reaps
+        wait_until(lambda: len(woken) > reaped, 10)
+        served.parent.sendall(_names_message(b"p", "tq_d"))  # the run ended
+        wait_until(lambda: "tq_d" in tq_log.ORDER, 10)
+        served.end_lifeline()
+
+    feeder = threading.Thread(target=parent, daemon=True)
+    try:
+        monkeypatch.setattr(os, "_exit", exit_here)
+        feeder.start()
+        with pytest.raises(_Exited) as exited:
+            served.server.serve()
+        monkeypatch.undo()
+        feeder.join(10)
+        assert exited.value.args == (0,)
+        assert seen.get("held") == ["tq_c"]
+        assert woken and not any(woken)
+        assert tq_log.ORDER == ["tq_c", "tq_a", "tq_b", "tq_d"]
+    finally:
+        monkeypatch.undo()
+        served.close()
+        for name in ("tq_log", *mods):
+            sys.modules.pop(name, None)
+
+
+def _child(code: str) -> int:
+    """A child of this process that Popen does not know (the template's server reaps it)."""
+    return os.posix_spawn(sys.executable, [sys.executable, "-c", code], dict(os.environ))
+
+
+@pytest.mark.timeout(30)
+def test_the_template_reports_each_ended_worker_once_on_its_status_pipe() -> None:
+    """It reaps every child that ended, writes each known one's exit code to that worker's
+    status pipe and closes it; a child it does not know, or a pipe nobody reads any more, costs
+    nothing; one still running stays known."""
+    plait.shutdown()  # no template: this test's children are this process's only ones
+    pipes = [os.pipe() for _ in range(3)]
+    ended = _child("import os; os._exit(3)")
+    gone_reader = _child("import os; os._exit(4)")
+    unknown = _child("pass")
+    running = _child("import time; time.sleep(30)")
+    try:
+        with _template_server([]) as (_, server):
+            os.close(pipes[1][0])  # the parent dropped this worker's Forked
+            server.status.update({ended: pipes[0][1], gone_reader: pipes[1][1]})
+            server.status[running] = pipes[2][1]
+            for pid in (ended, gone_reader, unknown):
+                assert wait_until(lambda pid=pid: process_state(pid) == "Z", 10)
+            server._reap()
+            assert server.status == {running: pipes[2][1]}
+            assert all(process_state(pid) is None for pid in (ended, gone_reader, unknown))
+            assert os.read(pipes[0][0], 8) == struct.pack("!i", 3)
+            assert os.read(pipes[0][0], 8) == b""  # written once, then closed
+            os.kill(running, signal.SIGKILL)
+            assert wait_until(lambda: process_state(running) == "Z", 10)
+            server._reap()
+            assert server.status == {} and os.read(pipes[2][0], 8) == struct.pack(
+                "!i", -signal.SIGKILL
+            )
+            server.status[ended] = os.dup(pipes[2][0])  # known, yet no child is left at all
+            server._reap()  # returns: nothing to wait for
+            os.close(server.status.pop(ended))
+    finally:
+        for pid in (ended, gone_reader, unknown, running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        for r, _ in pipes:
+            with contextlib.suppress(OSError):
+                os.close(r)
+
+
+def test_the_template_leaves_with_status_0_when_the_parent_closes_its_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def exit_here(code: int) -> None:
+        raise _Exited(code)
+
+    served = _Server([])
+    try:
+        served.parent.shutdown(socket.SHUT_WR)
+        monkeypatch.setattr(os, "_exit", exit_here)
+        with pytest.raises(_Exited) as exited:
+            served.server.serve()
+        monkeypatch.undo()
+        assert exited.value.args == (0,)
+    finally:
+        monkeypatch.undo()
+        served.close()
+
+
+# --- what a task that dies, runs too long or is stopped reports -------------------------------
+
+
+def test_a_task_that_kills_its_worker_fails_saying_how_and_the_worker_is_replaced() -> None:
+    outcomes = plait.map(
+        T.exit_on_three, range(5), backend="process", workers=1, chunksize=1, errors="collect"
+    )
+    error = outcomes[3].error
+    assert type(error) is plait.WorkerCrashed and error.exitcode == 1
+    assert str(error) == "the worker process running this task died (exit code 1); it was replaced"
+    assert [o.value for o in outcomes if o.error is None] == [0, 1, 4, 16]
+
+
+@pytest.mark.timeout(30)
+def test_a_task_past_its_timeout_fails_saying_so(tmp_path: Path) -> None:
+    gate = tmp_path / "never"  # never made: the task runs until it is killed
+    outcomes = plait.map(
+        R.wait_for_file, [str(gate)], backend="process", workers=1, timeout=0.5, errors="collect"
+    )
+    error = outcomes[0].error
+    assert type(error) is plait.TaskTimeout
+    assert str(error) == (
+        "the task ran longer than its timeout of 0.5 s; its worker process was killed and replaced"
+    )
+
+
+@pytest.mark.timeout(30)
+def test_a_pool_task_stopped_with_its_pool_fails_saying_so(tmp_path: Path) -> None:
+    started, gate = tmp_path / "started", tmp_path / "never"
+    with pytest.raises(KeyError), plait.Pool(backend="process", workers=1) as pool:
+        running = pool.submit(R.started_then_wait_for_file, (str(started), str(gate)))
+        assert wait_until(started.exists, 10)  # in its worker (a task still queued is cancelled)
+        raise KeyError("leaving")
+    error = running.exception(timeout=10)
+    assert type(error) is plait.WorkerCrashed
+    assert (str(error), error.exitcode) in {
+        ("the run was stopped: its workers were killed", -signal.SIGKILL),  # seen dead
+        ("the run was stopped: its worker was killed", None),  # seen stopped first
+    }
+
+
+def test_the_template_imports_concurrent_futures_for_concurrent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``concurrent`` is on the list for ``concurrent.futures`` (the package alone is empty)."""
+    import concurrent.futures
+
+    monkeypatch.delitem(sys.modules, "concurrent.futures")  # as if never imported here
+    monkeypatch.delattr(concurrent, "futures")
+    with _template_server([]) as (parent, server):
+        parent.sendall(_names_message(b"n", "concurrent"))
+        assert server._answer() is True
+        assert "concurrent.futures" in sys.modules
+
+
+def test_a_worker_stopped_leaves_by_itself_unless_still_starting_and_stops_once() -> None:
+    from plait._backends._process import FunctionHandle, WorkerProcess
+
+    ready = WorkerProcess(None)
+    handle = FunctionHandle(1, bytes(cloudpickle.dumps(abs)))
+    result = ready.call(handle, (pickle.dumps([-3]), 1, False), None)
+    assert result is not None and result.values == [3]
+    starting = WorkerProcess(None)  # not waited for: still starting, or ready and idle
+    for worker in (ready, starting):
+        worker.stop()
+    assert ready.popen.returncode == 0  # it read the end of its socket and left
+    assert starting.popen.returncode == -signal.SIGKILL  # killed: no run of the user's there
+    r, w = os.pipe()  # may take the numbers of the descriptors stop() closed
+    try:
+        ready.stop()  # idempotent: closes nothing more
+        starting.stop()
+        os.fstat(r)
+        os.fstat(w)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert not ready.alive() and not starting.alive()
+
+
+@pytest.mark.timeout(30)
+def test_an_idle_worker_dead_before_its_template_reports_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker killed while idle is a zombie until its template reaps it and reports its
+    exit (here the template is stopped, so it stays one): /proc shows it dead at once, and
+    the next task goes to a new worker instead of failing on the dead one."""
+    plait.shutdown()
+    with plait.Pool(backend="process", workers=1) as pool:
+        worker = pool.submit(R.pid, None).result(timeout=20)
+        template = _template.pid()
+        assert template is not None and os.getppid() != template
+        monkeypatch.setenv("PLAIT_PROCESS_START", "spawn")  # its replacement: not forked
+        os.kill(template, signal.SIGSTOP)
+        try:
+            os.kill(worker, signal.SIGKILL)
+            assert wait_until(lambda: process_state(worker) == "Z", 10)
+            assert pool.submit(R.pid, None).result(timeout=20) not in (worker, None)
+        finally:
+            os.kill(template, signal.SIGCONT)
+    plait.shutdown()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"initializer": os.getpid}, {"max_tasks_per_worker": 100}, {}],
+    ids=["init", "recycle", "pool"],
+)
+def test_a_private_run_never_takes_an_idle_shared_worker(options: dict[str, Any]) -> None:
+    """Runs with an initializer or recycling, and pools, start workers of their own: an idle
+    shared worker ran no initializer and counts no tasks."""
+    plait.shutdown()
+    plait.map(R.pid, range(2), backend="process", workers=2, chunksize=1)
+    shared = set(_reuse.idle_pids())  # the run's workers, idle now
+    assert shared
+    if options:
+        private = set(plait.map(R.pid, range(2), backend="process", workers=2, **options))
+    else:
+        with plait.Pool(backend="process", workers=2) as pool:
+            private = set(pool.map(R.pid, range(2)))
+    assert not private & shared and set(_reuse.idle_pids()) == shared
+    plait.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_items_rerun_after_a_crash_fail_with_the_pool_broken_meanwhile(tmp_path: Path) -> None:
+    """A chunk whose worker died is re-run item by item on new workers; once a new worker
+    cannot start (its initializer fails), the pool is broken and every item left fails with
+    that, without another start."""
+    import functools
+
+    outcomes = plait.map(
+        R.die_on_one, range(3), backend="process", workers=1, chunksize=3, errors="collect",
+        initializer=functools.partial(R.start_once, str(tmp_path)),
+    )
+    errors = [o.error for o in outcomes]
+    assert all(isinstance(e, concurrent.futures.BrokenExecutor) for e in errors), errors
+    assert all(type(e.__cause__) is RuntimeError for e in errors), errors
+    assert errors[1] is errors[2]  # the pool's one error, not a new start's
+
+
+def test_an_argument_that_cannot_be_pickled_fails_only_its_item_saying_why() -> None:
+    lock = threading.Lock()
+    outcomes = plait.map(
+        T.identity, [1, lock, 3], backend="process", workers=1, chunksize=3, errors="collect"
+    )
+    assert [o.value for o in outcomes if o.error is None] == [1, 3]
+    error = outcomes[1].error
+    assert type(error) is plait.SerializationError
+    assert str(error) == (
+        "argument lock cannot be pickled for the process backend "
+        "(TypeError: cannot pickle '_thread.lock' object); pass plain data or use "
+        "backend='thread'"
+    )
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_dies_while_starting_breaks_the_pool_with_one_error(
+    tmp_path: Path,
+) -> None:
+    """Its WorkerCrashed is the pool's error from then on: every task of the run fails with
+    that one error, not with a new one found on the same dead worker."""
+    import functools
+
+    import _proc_tasks as P
+
+    outcomes = plait.map(
+        T.square, range(3), backend="process", workers=1, chunksize=1, errors="collect",
+        initializer=functools.partial(P.dying_init, str(tmp_path)),
+    )
+    errors = [o.error for o in outcomes]
+    assert type(errors[0]) is plait.WorkerCrashed, errors
+    assert errors[0] is errors[1] is errors[2]
