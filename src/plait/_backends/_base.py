@@ -177,15 +177,22 @@ class StarCall:
         return self.fn(*args, **kwargs)
 
 
-def is_async_callable(fn: Any) -> bool:
-    """True for coroutine functions, also behind functools.partial or a StarCall. Only those
-    two are unwrapped: an object that makes up its attributes (a ``unittest.mock.Mock``) has a
+def unwrapped(fn: Any) -> Any:
+    """The user's function behind ``functools.partial`` and ``StarCall``. Only those two are
+    looked through: an object that makes up its attributes (a ``unittest.mock.Mock``) has a
     ``func`` of its own at every level."""
     import functools
-    import inspect
 
     while isinstance(fn, StarCall | functools.partial):
         fn = fn.fn if isinstance(fn, StarCall) else fn.func
+    return fn
+
+
+def is_async_callable(fn: Any) -> bool:
+    """True for coroutine functions, also behind functools.partial or a StarCall."""
+    import inspect
+
+    fn = unwrapped(fn)
     try:
         return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - objects with an async __call__

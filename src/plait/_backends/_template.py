@@ -244,9 +244,9 @@ def need_for(blob: bytes, fn: object) -> None:
 
 def _stdlib_imports_of(fn: object) -> list[str]:
     """The PRELOAD modules that ``fn``'s module has imported (as module globals)."""
-    for _ in range(8):  # the function inside plait's wrappers (fn) and functools.partial (func)
-        fn = getattr(fn, "fn", None) or getattr(fn, "func", None) or fn
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    from ._base import unwrapped  # here: the template process never needs it
+
+    module = sys.modules.get(getattr(unwrapped(fn), "__module__", None) or "")
     names = {
         getattr(value, "__name__", "").partition(".")[0]
         for value in getattr(module, "__dict__", {}).values()
