@@ -201,3 +201,14 @@ def test_a_submitted_tasks_stop_iteration_and_exit_keep_their_type(name: str) ->
 def test_a_pool_tells_clients_its_max_workers() -> None:
     with plait.Pool(backend="thread", workers=3) as pool:
         assert pool._max_workers == 3  # Dask's local scheduler reads it
+
+
+@pytest.mark.timeout(30)
+def test_sys_exit_in_autos_sample_is_that_tasks_outcome() -> None:
+    # auto times the first calls in the calling thread: a SystemExit there ended the program
+    outcomes = plait.map(exit_on_two, range(5), errors="collect")
+    assert [o.ok for o in outcomes] == [True, True, False, True, True]
+    assert type(outcomes[2].error) is SystemExit and outcomes[2].error.code == 3
+    with pytest.raises(SystemExit):
+        plait.map(exit_on_two, range(5))
+    assert plait.map(exit_on_two, [0, 1]) == [0, 1]

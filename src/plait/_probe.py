@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._backends import cpu_count
-from ._backends._base import ChunkResult, is_async_callable
+from ._backends._base import ChunkResult, is_async_callable, reraise_stop
 
 SAMPLE_CALLS = 8  # calls timed when they take more than a few microseconds
 SAMPLE_BUDGET_S = 0.05  # the sample stops before its calls would pass this wall time
@@ -175,7 +175,8 @@ def _timed_call(
     cpu0, wall0 = time.thread_time(), time.perf_counter()
     try:
         value, error = fn(item), None
-    except Exception as exc:  # a task's own error is a real outcome: kept, reported by policy
+    except BaseException as exc:  # a task's own error (SystemExit too) is a real outcome
+        reraise_stop(exc)  # ... but a Ctrl-C in the main thread stops the run, as inline
         value, error = None, exc
     wall1, cpu1 = time.perf_counter(), time.thread_time()
     return value, error, wall1 - wall0, cpu1 - cpu0
